@@ -1,0 +1,34 @@
+"""Collect the jupytext notebooks (``notebooks/NN_*.py``) for nbval.
+
+nbval only reads ``.ipynb``; each source is converted with jupytext into ``notebooks/.nbval/`` (an
+ignored folder next to the sources) and handed to nbval.  Run with ``--nbval-lax`` (the README's
+test command does): outputs are not compared, but every cell must run and every ``assert`` hold.
+"""
+
+import os
+import re
+from pathlib import Path
+
+os.environ["TUTOR_NO_NETWORK"] = "1"
+os.environ["TUTOR_HEADLESS"] = "1"
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+NOTEBOOK = re.compile(r"^\d\d_\w+\.py$")
+
+
+def pytest_collect_file(file_path: Path, parent):
+    if file_path.parent.name != "notebooks" or not NOTEBOOK.match(file_path.name):
+        return None
+    if not (parent.config.getoption("nbval_lax", False) or parent.config.getoption("nbval", False)):
+        return None
+    import jupytext
+    from nbval.plugin import IPyNbFile
+
+    build = file_path.parent / ".nbval"
+    build.mkdir(exist_ok=True)
+    target = build / file_path.with_suffix(".ipynb").name
+    nb = jupytext.read(file_path)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    jupytext.write(nb, target)
+    return IPyNbFile.from_parent(parent, path=target)

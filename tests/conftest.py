@@ -1,0 +1,8 @@
+"""Test harness: offline guard, headless plotting, and notebooks collected from their jupytext sources."""
+
+import os
+
+os.environ["TUTOR_NO_NETWORK"] = "1"      # tutor installs a socket guard (also in notebook kernels)
+os.environ["TUTOR_HEADLESS"] = "1"        # widgets draw once at their defaults
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

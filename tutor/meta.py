@@ -1,0 +1,449 @@
+"""The shared meta-learning core: a functional inner loop and MAML, FOMAML, Meta-SGD, Reptile, ProtoNet.
+
+Everything is a pure function of explicit parameter dicts (see :mod:`tutor.nets`).  The equations:
+
+* **Inner update** (MAML, Finn et al. 2017, Eq. 1), ``k = 1..K``::
+
+      theta_k = theta_{k-1} - alpha (.) grad_theta L_support(theta_{k-1})            -> inner_update
+
+  ``alpha`` is a scalar (MAML), one scalar per layer, or one tensor per parameter (Meta-SGD,
+  Li et al. 2017, where ``alpha`` is meta-learned); the support loss may weight each example
+  (``weights``), as Bayesian TAML's class-balanced inner loss does.           -> inner_loop
+* **MAML meta-objective** (Eq. 3): ``min_theta  sum_tasks L_query(theta_K(theta))``, differentiated
+  through the inner loop (second order).  **FOMAML** treats ``d theta_K / d theta`` as the identity
+  (the inner gradients are constants).                                     -> MAML.task_loss
+* **Reptile** (Nichol et al. 2018): ``theta <- theta + epsilon (mean_tasks theta_K - theta)``; we pass
+  ``theta - mean theta_K`` to the optimiser as the gradient (plain SGD with lr ``epsilon`` is exactly
+  Reptile; Adam is the common variant).                                         -> Reptile.outer_step
+* **ProtoNet** (Snell et al. 2017): ``p(y = c | x) ~ exp(-||f(x) - c_c||^2)`` with prototypes
+  ``c_c = mean of f(support of class c)``.                                     -> prototype_logits
+
+**Batching over the tasks of a meta-batch** (:meth:`MetaLearner.outer_step`, ``mode=``):
+
+* ``"loop"`` -- one task at a time, ``backward()`` per task, so each task's second-order graph is
+  freed before the next (the least memory; the reference).
+* ``"threads"`` -- the tasks are split over ``workers`` Python threads that run concurrently (torch
+  kernels release the GIL).  On a CPU the per-task kernels are too small to use two cores, so this
+  is where CPU speed-up lies (see ``benchmarks/bench_core.py``).  Identical gradients to ``"loop"``.
+* ``"vmap"`` -- ``torch.func.vmap`` over stacked tasks: one big kernel per layer, what pays off on a
+  GPU; on a CPU it is usually slower and keeps every task's graph alive.  Needs same-shaped tasks.
+
+The inner loop differentiates with ``torch.func.grad``, which gives the same numbers as
+``torch.autograd.grad(create_graph=True)`` and also works inside ``vmap``.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch.func import grad, vmap
+
+from tutor.data.episodes import Episode
+from tutor.nets import layer_of
+
+__all__ = ["inner_update", "inner_loop", "InnerResult", "task_loss_fn", "prototype_logits",
+           "accuracy", "MetaLearner", "MAML", "Reptile", "ProtoNet", "leaves", "detach_params"]
+
+Params = dict[str, torch.Tensor]
+
+
+# --------------------------------------------------------------------------------------------
+# small helpers
+# --------------------------------------------------------------------------------------------
+def leaves(meta: dict, trainable: bool = True) -> list[torch.Tensor]:
+    """The tensors of a (nested) dict of meta-parameters in a fixed order (give these to an
+    optimiser); ``trainable=True`` keeps only those with ``requires_grad``."""
+    out = []
+    for k in sorted(meta):
+        v = meta[k]
+        out += leaves(v, trainable) if isinstance(v, dict) else [v]
+    return [t for t in out if t.requires_grad] if trainable else out
+
+
+def detach_params(params: Params, requires_grad: bool = False) -> Params:
+    """A detached copy of ``params`` (optionally a fresh leaf that requires grad)."""
+    if not requires_grad:
+        return {k: v.detach() for k, v in params.items()}
+    return {k: v.detach().requires_grad_() for k, v in params.items()}
+
+
+def task_loss_fn(kind: str) -> Callable:
+    """Per-example loss ``(outputs, targets) -> (n,)``: ``"ce"`` (classification) or ``"mse"``."""
+    if kind == "ce":
+        return lambda out, y: F.cross_entropy(out, y, reduction="none")
+    if kind == "mse":
+        return lambda out, y: (out - y).pow(2).flatten(1).mean(1)
+    raise ValueError(f"loss must be 'ce' or 'mse', got {kind!r}")
+
+
+def accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Fraction of correct argmax predictions."""
+    return (logits.argmax(-1) == y).float().mean()
+
+
+def _lr_for(lr, name: str):
+    """Resolve a learning rate spec for parameter ``name``: float, per-layer or per-parameter dict."""
+    if not isinstance(lr, dict):
+        return lr
+    if name in lr:
+        return lr[name]
+    layer = layer_of(name)
+    if layer in lr:
+        return lr[layer]
+    raise KeyError(f"no inner learning rate for parameter {name!r} (layer {layer!r}); the lr dict "
+                   f"has keys {sorted(lr)}")
+
+
+# --------------------------------------------------------------------------------------------
+# the inner loop
+# --------------------------------------------------------------------------------------------
+def inner_update(params: Params, grads: Params, lr) -> Params:
+    """One gradient step ``theta - alpha (.) g`` on the parameters that have a gradient (Eq. 1)."""
+    return {k: (v - _lr_for(lr, k) * grads[k]) if k in grads else v for k, v in params.items()}
+
+
+@dataclass
+class InnerResult:
+    """What the inner loop returns: adapted parameters and the support loss before each step."""
+
+    params: Params
+    losses: list[torch.Tensor] = field(default_factory=list)
+    trajectory: list[Params] | None = None
+
+
+def _check_finite(loss: torch.Tensor, what: str) -> None:
+    if not torch.isfinite(loss).all():
+        raise FloatingPointError(f"non-finite {what} ({loss.detach().cpu().tolist()}); lower the inner "
+                                 "learning rate (inner_lr) or the number of inner steps")
+
+
+def inner_loop(model, params: Params, x: torch.Tensor, y: torch.Tensor, steps: int, lr, *,
+               first_order: bool = False, weights: torch.Tensor | None = None, hook=None,
+               loss: str = "ce", adapt: Callable[[str], bool] | None = None,
+               keep_trajectory: bool = False) -> InnerResult:
+    """Adapt ``params`` to the support set ``(x, y)`` with ``steps`` gradient steps.
+
+    Args:
+        model: a network from :mod:`tutor.nets` (``model(params, x, hook) -> outputs``).
+        params: the initialisation ``theta_0`` (leaves of the outer graph, or detached).
+        x, y: support examples ``(n, *X)`` and targets ``(n,)`` (or ``(n, 1)`` for regression).
+        steps: number of inner steps ``K`` (0 returns ``params`` unchanged).
+        lr: float, ``{layer: scalar}`` (per layer) or ``{name: tensor}`` (Meta-SGD).
+        first_order: treat the inner gradients as constants (FOMAML); no second-order graph.
+        weights: per-example weights ``(n,)``; the loss is ``mean_i(w_i * l_i)`` (``None``: all 1).
+        hook: forwarded to the network (e.g. Meta-Dropout's noise on support features).
+        loss: ``"ce"`` or ``"mse"``.
+        adapt: predicate on parameter names; parameters for which it is false stay fixed.
+        keep_trajectory: also return the parameters after every step (for plots).
+    """
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"support inputs and targets disagree: {x.shape[0]} vs {y.shape[0]} examples")
+    if weights is not None and weights.shape != (x.shape[0],):
+        raise ValueError(f"weights must have shape ({x.shape[0]},), got {tuple(weights.shape)}")
+    per_example = task_loss_fn(loss)
+    names = [k for k in params if adapt is None or adapt(k)]
+
+    def support_loss(adapted: Params, fixed: Params) -> torch.Tensor:
+        l = per_example(model({**fixed, **adapted}, x, hook), y)
+        return (l * weights).mean() if weights is not None else l.mean()
+
+    result = InnerResult(params, [], [params] if keep_trajectory else None)
+    for _ in range(steps):
+        current = result.params
+        adapted = {k: current[k] for k in names}
+        fixed = {k: v for k, v in current.items() if k not in adapted}
+        if first_order:  # FOMAML: gradients of detached copies are constants for the outer loop
+            adapted, fixed = detach_params(adapted), detach_params(fixed)
+        grads, value = grad(lambda a, f: (support_loss(a, f),) * 2, has_aux=True)(adapted, fixed)
+        value = value.detach()
+        if not _in_vmap(value):
+            _check_finite(value, "support loss")
+        result.losses.append(value)
+        if first_order:
+            grads = {k: g.detach() for k, g in grads.items()}
+        result.params = inner_update(current, grads, lr)
+        if keep_trajectory:
+            result.trajectory.append(result.params)
+    return result
+
+
+def _in_vmap(t: torch.Tensor) -> bool:
+    return torch._C._functorch.is_batchedtensor(t) or torch._C._functorch.is_gradtrackingtensor(t)
+
+
+# --------------------------------------------------------------------------------------------
+# learners
+# --------------------------------------------------------------------------------------------
+class MetaLearner:
+    """Base class: a meta-learner owns a network and knows how to score a task.
+
+    Subclasses implement :meth:`init`, :meth:`task_loss` and :meth:`evaluate`; the default
+    :meth:`outer_step` averages ``task_loss`` over the meta-batch and hands the gradient to a torch
+    optimiser.  Meta-parameters are a nested dict, e.g. ``{"net": {...}, "lr": {...}}``.
+    """
+
+    loss = "ce"
+    _pool: ThreadPoolExecutor | None = None
+    _pool_lock = threading.Lock()
+
+    def init(self, gen=0, device=None, dtype=torch.float32) -> dict:
+        raise NotImplementedError
+
+    def task_loss(self, meta: dict, episode: Episode) -> tuple[torch.Tensor, dict]:
+        """Differentiable meta-loss of one task and a dict of plain metrics."""
+        raise NotImplementedError
+
+    def evaluate(self, meta: dict, episode: Episode) -> dict:
+        """Adapt to the support set and score the query set: ``{"loss", "accuracy"}`` floats."""
+        raise NotImplementedError
+
+    # -- batching over tasks -------------------------------------------------------------------
+    def meta_gradient(self, meta: dict, episodes: Episode | list[Episode], mode: str = "loop",
+                      workers: int = 2) -> tuple[list[torch.Tensor], dict]:
+        """Gradient of the mean task loss w.r.t. ``leaves(meta)``, and mean metrics."""
+        tasks = _as_task_list(episodes)
+        params = leaves(meta)
+        if mode == "loop":
+            grads = [torch.zeros_like(p) for p in params]
+            metrics = []
+            for ep in tasks:
+                loss, m = self.task_loss(meta, ep)
+                _check_finite(loss, "query loss")
+                for g, gi in zip(grads, torch.autograd.grad(loss / len(tasks), params, allow_unused=True)):
+                    if gi is not None:
+                        g += gi
+                metrics.append(m)
+        elif mode == "threads":
+            chunks = [tasks[i::workers] for i in range(workers) if tasks[i::workers]]
+
+            def work(chunk):
+                total, ms = 0.0, []
+                for ep in chunk:
+                    loss, m = self.task_loss(meta, ep)
+                    total = total + loss
+                    ms.append(m)
+                _check_finite(total, "query loss")
+                gs = torch.autograd.grad(total / len(tasks), params, allow_unused=True)
+                return gs, ms
+
+            results = list(self._executor(workers).map(work, chunks))
+            grads = [sum((r[0][i] for r in results if r[0][i] is not None), torch.zeros_like(p))
+                     for i, p in enumerate(params)]
+            metrics = [m for r in results for m in r[1]]
+        elif mode == "vmap":
+            batch = episodes if isinstance(episodes, Episode) and episodes.classes.dim() == 2 \
+                else _stack(tasks)
+            def one(sx, sy, qx, qy, classes):
+                return self.task_loss(meta, Episode(sx, sy, qx, qy, classes))
+
+            losses, ms = vmap(one, randomness="different")(batch.support_x, batch.support_y,
+                                                          batch.query_x, batch.query_y, batch.classes)
+            _check_finite(losses.detach(), "query loss")
+            grads = list(torch.autograd.grad(losses.mean(), params, allow_unused=True))
+            grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
+            metrics = [{k: v[i] for k, v in ms.items()} for i in range(len(losses))]
+        else:
+            raise ValueError(f"mode must be 'loop', 'threads' or 'vmap', got {mode!r}")
+        return grads, _mean_metrics(metrics)
+
+    def outer_step(self, meta: dict, optimizer: torch.optim.Optimizer,
+                   episodes: Episode | list[Episode], mode: str = "loop", workers: int = 2,
+                   clip: float | None = None) -> dict:
+        """One meta-update on a meta-batch: average task gradient, optional clipping by value."""
+        grads, metrics = self.meta_gradient(meta, episodes, mode, workers)
+        optimizer.zero_grad(set_to_none=True)
+        for p, g in zip(leaves(meta), grads):
+            p.grad = g.clamp(-clip, clip) if clip is not None else g
+        optimizer.step()
+        return metrics
+
+    def _executor(self, workers: int) -> ThreadPoolExecutor:
+        with MetaLearner._pool_lock:
+            pool = MetaLearner._pool
+            if pool is None or pool._max_workers != workers:
+                if pool is not None:
+                    pool.shutdown(wait=False)
+                MetaLearner._pool = ThreadPoolExecutor(max_workers=workers,
+                                                       thread_name_prefix="tutor-task")
+            return MetaLearner._pool
+
+
+def _as_task_list(episodes) -> list[Episode]:
+    if isinstance(episodes, Episode):
+        return [episodes[i] for i in range(len(episodes))] if episodes.classes.dim() == 2 \
+            else [episodes]
+    return list(episodes)
+
+
+def _stack(tasks):
+    from tutor.data.episodes import stack_episodes
+
+    return stack_episodes(tasks)
+
+
+def _mean_metrics(metrics: list[dict]) -> dict:
+    if not metrics:
+        return {}
+    return {k: float(sum(float(m[k]) for m in metrics) / len(metrics)) for k in metrics[0]}
+
+
+def _query_metrics(logits, y, per_example, loss_kind) -> tuple[torch.Tensor, dict]:
+    loss = per_example(logits, y).mean()
+    metrics = {"loss": loss.detach()}
+    if loss_kind == "ce":
+        metrics["accuracy"] = accuracy(logits.detach(), y)
+    return loss, metrics
+
+
+class MAML(MetaLearner):
+    """MAML (second order), FOMAML (``first_order=True``) and Meta-SGD (``lr_mode="per_parameter"``).
+
+    Args:
+        model: a network from :mod:`tutor.nets`.
+        inner_lr: initial inner learning rate alpha.
+        inner_steps: inner steps K during meta-training.
+        eval_steps: inner steps at evaluation (default ``inner_steps``).
+        first_order: FOMAML.
+        lr_mode: ``"scalar"`` (one alpha), ``"per_layer"`` (one alpha per layer) or
+            ``"per_parameter"`` (a tensor alpha like each parameter, Meta-SGD).
+        learn_lr: meta-learn alpha (Meta-SGD learns a per-parameter alpha).
+        loss: ``"ce"`` or ``"mse"``.
+    """
+
+    def __init__(self, model, inner_lr: float = 0.4, inner_steps: int = 1,
+                 eval_steps: int | None = None, first_order: bool = False,
+                 lr_mode: str = "scalar", learn_lr: bool = False, loss: str = "ce"):
+        if lr_mode not in ("scalar", "per_layer", "per_parameter"):
+            raise ValueError(f"lr_mode must be 'scalar', 'per_layer' or 'per_parameter', got {lr_mode!r}")
+        if inner_steps < 0 or (eval_steps is not None and eval_steps < 0):
+            raise ValueError("inner_steps and eval_steps must be >= 0")
+        if not math.isfinite(inner_lr):
+            raise ValueError(f"inner_lr must be finite, got {inner_lr}")
+        task_loss_fn(loss)
+        self.model, self.inner_lr, self.inner_steps = model, inner_lr, inner_steps
+        self.eval_steps = inner_steps if eval_steps is None else eval_steps
+        self.first_order, self.lr_mode, self.learn_lr, self.loss = first_order, lr_mode, learn_lr, loss
+
+    def init(self, gen=0, device=None, dtype=torch.float32) -> dict:
+        net = self.model.init(gen, device, dtype)
+        if self.lr_mode == "scalar":
+            lr = {"all": torch.tensor(self.inner_lr, device=device, dtype=dtype)}
+        elif self.lr_mode == "per_layer":
+            lr = {layer: torch.tensor(self.inner_lr, device=device, dtype=dtype)
+                  for layer in dict.fromkeys(layer_of(k) for k in net)}
+        else:
+            lr = {k: torch.full_like(v, self.inner_lr) for k, v in net.items()}
+        lr = {k: v.detach().requires_grad_(self.learn_lr) for k, v in lr.items()}
+        return {"net": net, "lr": lr} if self.learn_lr else {"net": net, "fixed_lr": lr}
+
+    def inner_lr_spec(self, meta: dict):
+        """The learning-rate argument for :func:`inner_loop`."""
+        lr = meta.get("lr", meta.get("fixed_lr"))
+        return lr["all"] if self.lr_mode == "scalar" else lr
+
+    def adapt(self, meta: dict, episode: Episode, steps: int | None = None,
+              first_order: bool | None = None, **kwargs) -> InnerResult:
+        """Run the inner loop on the episode's support set."""
+        return inner_loop(self.model, meta["net"], episode.support_x, episode.support_y,
+                          self.inner_steps if steps is None else steps, self.inner_lr_spec(meta),
+                          first_order=self.first_order if first_order is None else first_order,
+                          loss=self.loss, **kwargs)
+
+    def task_loss(self, meta, episode):
+        adapted = self.adapt(meta, episode).params
+        return _query_metrics(self.model(adapted, episode.query_x), episode.query_y,
+                              task_loss_fn(self.loss), self.loss)
+
+    def evaluate(self, meta, episode) -> dict:
+        start = {"net": detach_params(meta["net"]),
+                 **{k: {n: t.detach() for n, t in v.items()} for k, v in meta.items() if k != "net"}}
+        adapted = self.adapt(start, episode, steps=self.eval_steps, first_order=True).params
+        with torch.no_grad():
+            _, m = _query_metrics(self.model(adapted, episode.query_x), episode.query_y,
+                                  task_loss_fn(self.loss), self.loss)
+        return {k: float(v) for k, v in m.items()}
+
+
+class Reptile(MAML):
+    """Reptile: SGD on each task, then move the initialisation towards the adapted weights.
+
+    During meta-training the inner loop runs on the task's whole data (support and query) for
+    ``inner_steps`` full-batch steps; at evaluation it adapts on the support set only.
+    """
+
+    def __init__(self, model, inner_lr: float = 0.4, inner_steps: int = 5,
+                 eval_steps: int | None = None, loss: str = "ce"):
+        super().__init__(model, inner_lr, inner_steps, eval_steps, first_order=True, loss=loss)
+
+    def task_loss(self, meta, episode):
+        raise TypeError("Reptile has no differentiable task loss; use outer_step")
+
+    def reptile_direction(self, meta: dict, episode: Episode) -> tuple[Params, dict]:
+        """``theta - theta_K`` for one task (the pseudo-gradient) and the task's metrics."""
+        x = torch.cat([episode.support_x, episode.query_x])
+        y = torch.cat([episode.support_y, episode.query_y])
+        start = detach_params(meta["net"])
+        res = inner_loop(self.model, start, x, y, self.inner_steps, self.inner_lr_spec(meta),
+                         first_order=True, loss=self.loss)
+        with torch.no_grad():
+            _, m = _query_metrics(self.model(res.params, episode.query_x), episode.query_y,
+                                  task_loss_fn(self.loss), self.loss)
+        return {k: start[k] - res.params[k].detach() for k in start}, m
+
+    def meta_gradient(self, meta, episodes, mode="loop", workers=2):
+        tasks = _as_task_list(episodes)
+        if mode == "threads":
+            results = list(self._executor(workers).map(lambda ep: self.reptile_direction(meta, ep), tasks))
+        elif mode in ("loop", "vmap"):
+            results = [self.reptile_direction(meta, ep) for ep in tasks]
+        else:
+            raise ValueError(f"mode must be 'loop', 'threads' or 'vmap', got {mode!r}")
+        net = meta["net"]
+        direction = {id(net[k]): sum(r[0][k] for r in results) / len(tasks) for k in net}
+        grads = [direction.get(id(p), torch.zeros_like(p)) for p in leaves(meta)]
+        return grads, _mean_metrics([r[1] for r in results])
+
+
+def prototype_logits(support_emb: torch.Tensor, support_y: torch.Tensor, query_emb: torch.Tensor,
+                     ways: int) -> torch.Tensor:
+    """Negative squared distances to class means: ``(queries, ways)`` (ProtoNet, Eq. 1-2)."""
+    onehot = F.one_hot(support_y, ways).to(support_emb.dtype)                    # (S, ways)
+    counts = onehot.sum(0)                                                       # (ways,)
+    if not _in_vmap(counts) and (counts == 0).any():
+        raise ValueError(f"every class needs at least one support example; counts {counts.tolist()}")
+    prototypes = onehot.T @ support_emb / counts[:, None]                        # (ways, D)
+    return -torch.cdist(query_emb, prototypes).pow(2)
+
+
+class ProtoNet(MetaLearner):
+    """Prototypical networks: an embedding and a nearest-class-mean classifier (no inner loop)."""
+
+    def __init__(self, model):
+        if getattr(model, "ways", 0):
+            raise ValueError("ProtoNet needs an embedding network without a head: build it with ways=0")
+        self.model = model
+
+    def init(self, gen=0, device=None, dtype=torch.float32) -> dict:
+        return {"net": self.model.init(gen, device, dtype)}
+
+    def logits(self, meta, episode) -> torch.Tensor:
+        ways = episode.classes.shape[-1]
+        emb = self.model.embed(meta["net"], torch.cat([episode.support_x, episode.query_x]))
+        n = episode.support_x.shape[0]
+        return prototype_logits(emb[:n], episode.support_y, emb[n:], ways)
+
+    def task_loss(self, meta, episode):
+        return _query_metrics(self.logits(meta, episode), episode.query_y, task_loss_fn("ce"), "ce")
+
+    def evaluate(self, meta, episode) -> dict:
+        with torch.no_grad():
+            _, m = self.task_loss(meta, episode)
+        return {k: float(v) for k, v in m.items()}

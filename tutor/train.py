@@ -1,0 +1,180 @@
+"""A generic meta-training loop, evaluation with confidence intervals, paired comparisons, checkpoints.
+
+The loop knows nothing about any particular paper: it asks a :class:`~tutor.meta.MetaLearner` for an
+``outer_step`` on each meta-batch and records plain numbers in a :class:`History` that plots read.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from tutor.meta import MetaLearner, leaves
+
+__all__ = ["History", "meta_train", "EvalResult", "evaluate", "PairedResult", "compare",
+           "mean_ci", "save_checkpoint", "load_checkpoint"]
+
+
+@dataclass
+class History:
+    """What :func:`meta_train` records (plain lists, ready to plot)."""
+
+    step: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    accuracy: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    eval_step: list[int] = field(default_factory=list)
+    eval_accuracy: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def meta_train(learner: MetaLearner, meta: dict, sampler, steps: int, *, meta_batch: int = 4,
+               lr: float = 1e-3, optimizer: torch.optim.Optimizer | None = None, mode: str = "loop",
+               workers: int = 2, clip: float | None = None, seed: int = 0,
+               eval_episodes: list | None = None, eval_every: int = 0,
+               time_budget: float | None = None, progress: bool = True,
+               desc: str = "meta-train") -> History:
+    """Meta-train ``meta`` in place for ``steps`` outer steps (or until ``time_budget`` seconds).
+
+    Args:
+        sampler: anything with ``.batch(tasks, gen)`` returning a meta-batch (e.g.
+            :class:`~tutor.data.episodes.EpisodeSampler`); drawn from a generator seeded by ``seed``.
+        meta_batch: tasks per outer step.
+        lr, optimizer: Adam with ``lr`` unless an optimiser over ``leaves(meta)`` is given.
+        mode, workers: how tasks of a meta-batch are batched (see :mod:`tutor.meta`).
+        clip: clip meta-gradients by value (the papers' ``+-3``), or ``None``.
+        eval_episodes, eval_every: score on fixed episodes every ``eval_every`` steps.
+        time_budget: stop after this many seconds even if ``steps`` are not done.
+
+    A non-finite loss stops the run with a ``FloatingPointError`` naming the setting to change.
+    """
+    if steps < 1 or meta_batch < 1:
+        raise ValueError(f"steps and meta_batch must be >= 1, got steps={steps}, meta_batch={meta_batch}")
+    if optimizer is None:
+        optimizer = torch.optim.Adam(leaves(meta), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    device = leaves(meta)[0].device
+    dtype = leaves(meta)[0].dtype
+    history = History()
+    start = time.perf_counter()
+    bar = tqdm(range(1, steps + 1), desc=desc, disable=not progress, leave=False)
+    for step in bar:
+        batch = sampler.batch(meta_batch, gen)
+        batch = [ep.to(device, dtype) for ep in batch] if isinstance(batch, list) else batch.to(device, dtype)
+        metrics = learner.outer_step(meta, optimizer, batch, mode=mode, workers=workers, clip=clip)
+        loss = metrics.get("loss", float("nan"))
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"meta-training loss became {loss} at step {step}; lower the meta "
+                                     f"learning rate (lr={lr}) or set clip (e.g. clip=3.0)")
+        history.step.append(step)
+        history.loss.append(loss)
+        history.accuracy.append(metrics.get("accuracy", float("nan")))
+        history.seconds.append(time.perf_counter() - start)
+        if eval_episodes and eval_every and (step % eval_every == 0 or step == steps):
+            history.eval_step.append(step)
+            history.eval_accuracy.append(evaluate(learner, meta, eval_episodes).mean)
+        if progress and step % 10 == 0:
+            bar.set_postfix(loss=f"{loss:.3f}")
+        if time_budget is not None and history.seconds[-1] >= time_budget:
+            break
+    bar.close()
+    return history
+
+
+def mean_ci(values, z: float = 1.96) -> tuple[float, float]:
+    """Mean and half-width of the normal-approximation 95% confidence interval."""
+    t = torch.as_tensor(values, dtype=torch.float64)
+    if t.numel() < 2:
+        raise ValueError("a confidence interval needs at least 2 values")
+    return t.mean().item(), (z * t.std(unbiased=True) / math.sqrt(t.numel())).item()
+
+
+@dataclass
+class EvalResult:
+    """Per-episode scores on fixed test episodes, with their mean and 95% CI half-width."""
+
+    scores: list[float]
+    mean: float
+    ci95: float
+    metric: str = "accuracy"
+
+    def __str__(self) -> str:
+        scale = 100 if self.metric == "accuracy" else 1
+        unit = "%" if self.metric == "accuracy" else ""
+        return f"{self.mean * scale:.2f} +- {self.ci95 * scale:.2f}{unit} ({len(self.scores)} episodes)"
+
+
+def evaluate(learner: MetaLearner, meta: dict, episodes: list, metric: str = "accuracy",
+             progress: bool = False) -> EvalResult:
+    """Score ``learner`` on the given fixed episodes (same episodes for every method)."""
+    if not episodes:
+        raise ValueError("evaluate needs at least one episode")
+    p = leaves(meta, trainable=False)[0]
+    scores = [learner.evaluate(meta, ep.to(p.device, p.dtype))[metric]
+              for ep in tqdm(episodes, desc="evaluate", disable=not progress, leave=False)]
+    if len(scores) == 1:
+        return EvalResult(scores, scores[0], float("nan"), metric)
+    m, ci = mean_ci(scores)
+    return EvalResult(scores, m, ci, metric)
+
+
+@dataclass
+class PairedResult:
+    """A paired comparison of two methods on the same episodes: ``b - a`` per episode."""
+
+    a: EvalResult
+    b: EvalResult
+    diff_mean: float
+    diff_ci95: float
+
+    @property
+    def significant(self) -> bool:
+        """True when the 95% CI of the paired difference excludes 0."""
+        return abs(self.diff_mean) > self.diff_ci95
+
+    def __str__(self) -> str:
+        scale = 100 if self.a.metric == "accuracy" else 1
+        return f"difference {self.diff_mean * scale:+.2f} +- {self.diff_ci95 * scale:.2f}"
+
+
+def compare(a: EvalResult, b: EvalResult) -> PairedResult:
+    """Paired difference ``b - a`` of two evaluations on the *same* episodes, with its 95% CI."""
+    if len(a.scores) != len(b.scores):
+        raise ValueError(f"paired comparison needs the same episodes: {len(a.scores)} vs {len(b.scores)}")
+    diffs = [y - x for x, y in zip(a.scores, b.scores)]
+    m, ci = mean_ci(diffs)
+    return PairedResult(a, b, m, ci)
+
+
+def save_checkpoint(path, meta: dict, info: dict | None = None) -> Path:
+    """Save meta-parameters (detached, on the CPU) and a dict of plain info with ``torch.save``."""
+    def plain(d):
+        return {k: plain(v) if isinstance(v, dict) else v.detach().cpu() for k, v in d.items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    def flags(d):
+        return {k: flags(v) if isinstance(v, dict) else bool(v.requires_grad) for k, v in d.items()}
+    torch.save({"meta": plain(meta), "trainable": flags(meta), "info": info or {}}, path)
+    return path
+
+
+def load_checkpoint(path, device=None) -> tuple[dict, dict]:
+    """Load ``(meta, info)`` saved by :func:`save_checkpoint` (``weights_only=True``: no code runs).
+
+    Tensors that were trainable when saved come back as leaves with ``requires_grad=True``."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    blob = torch.load(path, map_location=device or "cpu", weights_only=True)
+
+    def leafy(d, f):
+        return {k: leafy(v, f[k]) if isinstance(v, dict) else v.requires_grad_(f[k])
+                for k, v in d.items()}
+    return leafy(blob["meta"], blob["trainable"]), blob["info"]

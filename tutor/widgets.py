@@ -1,0 +1,106 @@
+"""Widgets with a headless fallback.
+
+:func:`interactive` is the one helper every notebook uses.  In a live front end (JupyterLab,
+Notebook, VS Code) it returns ipywidgets controls wired to a drawing function.  Headless -- under
+nbval, in a static export, or when ``TUTOR_HEADLESS=1`` -- it calls the function **once at the
+default values**, so the figure still appears in the output and the cell is tested.
+"""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib.pyplot as plt
+
+__all__ = ["interactive", "is_headless", "slider", "dropdown", "toggle"]
+
+
+def is_headless() -> bool:
+    """True without a live widget front end: ``TUTOR_HEADLESS=1`` or not inside an IPython kernel."""
+    if os.environ.get("TUTOR_HEADLESS", "") not in ("", "0"):
+        return True
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return True
+    shell = get_ipython()
+    return shell is None or not hasattr(shell, "kernel")
+
+
+class _Control:
+    """A widget description that also knows its default value (for the headless path)."""
+
+    def __init__(self, kind: str, default, **kwargs):
+        self.kind, self.default, self.kwargs = kind, default, kwargs
+
+    def build(self, name: str):
+        import ipywidgets as w
+
+        desc = self.kwargs.pop("description", name)
+        style = {"description_width": "initial"}
+        if self.kind == "int":
+            return w.IntSlider(value=self.default, description=desc, style=style,
+                               continuous_update=False, **self.kwargs)
+        if self.kind == "float":
+            return w.FloatSlider(value=self.default, description=desc, style=style,
+                                 continuous_update=False, **self.kwargs)
+        if self.kind == "log":
+            return w.FloatLogSlider(value=self.default, description=desc, style=style,
+                                    continuous_update=False, **self.kwargs)
+        if self.kind == "dropdown":
+            return w.Dropdown(value=self.default, description=desc, style=style, **self.kwargs)
+        if self.kind == "toggle":
+            return w.Checkbox(value=self.default, description=desc, style=style, **self.kwargs)
+        raise ValueError(f"unknown control kind {self.kind!r}")
+
+
+def slider(default, low, high, step=None, log: bool = False, description: str | None = None) -> _Control:
+    """A numeric slider (int when all of default/low/high are ints; ``log=True`` for a log scale)."""
+    if not low <= default <= high:
+        raise ValueError(f"slider default {default} is outside [{low}, {high}]")
+    extra = {"description": description} if description else {}
+    if log:
+        import math
+
+        return _Control("log", default, min=math.log10(low), max=math.log10(high),
+                        step=step or 0.1, **extra)
+    if all(isinstance(v, int) for v in (default, low, high)):
+        return _Control("int", default, min=low, max=high, step=step or 1, **extra)
+    return _Control("float", float(default), min=low, max=high, step=step or (high - low) / 100, **extra)
+
+
+def dropdown(default, options, description: str | None = None) -> _Control:
+    """A choice among ``options``."""
+    if default not in options:
+        raise ValueError(f"dropdown default {default!r} is not among {list(options)}")
+    extra = {"description": description} if description else {}
+    return _Control("dropdown", default, options=list(options), **extra)
+
+
+def toggle(default: bool, description: str | None = None) -> _Control:
+    """A checkbox."""
+    extra = {"description": description} if description else {}
+    return _Control("toggle", bool(default), **extra)
+
+
+def interactive(draw, **controls):
+    """Live controls for ``draw(**values)`` in a front end; one drawing at the defaults headless.
+
+    ``draw`` should make a matplotlib figure (and may return it).  Controls are made with
+    :func:`slider`, :func:`dropdown` and :func:`toggle`; plain values are passed through fixed.
+    Returns the ipywidgets ``interactive`` object (live) or ``draw``'s return value (headless).
+    """
+    defaults = {k: (c.default if isinstance(c, _Control) else c) for k, c in controls.items()}
+    if is_headless():
+        out = draw(**defaults)
+        plt.show()
+        return out
+    import ipywidgets as w
+
+    widgets = {k: (c.build(k) if isinstance(c, _Control) else w.fixed(c)) for k, c in controls.items()}
+
+    def _draw(**values):
+        draw(**values)
+        plt.show()
+
+    return w.interactive(_draw, **widgets)
