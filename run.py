@@ -39,7 +39,7 @@ def python_in(env: Path) -> Path:
 
 
 def ensure_env(extras: str) -> Path:
-    if sys.version_info < (3, 10):
+    if sys.version_info < (3, 10):  # noqa: UP036 (run.py may be started by an older Python)
         sys.exit(f"tutor needs Python 3.10 or newer; this is {platform.python_version()}")
     env = Path(os.environ.get("TUTOR_VENV", ROOT / ".venv"))
     py = python_in(env)

@@ -1,0 +1,202 @@
+"""Networks, runtime, training loop, evaluation, checkpoints, widgets, checks, course kit, offline guard."""
+
+import socket
+
+import pytest
+import torch
+
+import tutor
+from tutor import checks
+from tutor.data import EpisodeSampler, GaussianClassTasks, SinusoidTasks, fixed_episodes
+from tutor.meta import MAML, ProtoNet, leaves
+from tutor.nets import MLP, Conv4, batch_norm
+from tutor.train import compare, evaluate, load_checkpoint, mean_ci, meta_train, save_checkpoint
+
+D = torch.float64
+
+
+def test_conv4_shapes_features_and_hook():
+    net = Conv4(hidden=8, ways=5)
+    params = net.init(0)
+    x = torch.rand(6, 1, 28, 28)
+    feats = net.features(params, x)
+    assert [feats[f"layer{i}"].shape for i in range(1, 5)] == \
+        [(6, 8, 14, 14), (6, 8, 7, 7), (6, 8, 3, 3), (6, 8, 1, 1)]
+    assert feats["embedding"].shape == (6, 8) and feats["logits"].shape == (6, 5)
+    assert Conv4(image_size=84, hidden=32).embedding_dim == 32 * 5 * 5
+    seen = []
+
+    def hook(layer, inputs, pre):
+        seen.append((layer, tuple(inputs.shape), tuple(pre.shape)))
+        return pre * 2 if layer != "head" else pre
+
+    net(params, x, hook)
+    assert seen[0] == ("layer1", (6, 1, 28, 28), (6, 8, 28, 28)) and seen[-1][0] == "head"
+    with pytest.raises(ValueError, match="expects input of shape"):
+        net(params, torch.rand(6, 3, 28, 28))
+    with pytest.raises(ValueError, match="too small"):
+        Conv4(image_size=8, blocks=4)
+
+
+def test_hook_before_batch_norm_constant_gain_is_absorbed():
+    """A per-channel constant multiplier before BN changes nothing; a per-example one does."""
+    net = MLP(4, (6,), ways=3, bn=True)
+    params = net.init(0, dtype=D)
+    x = torch.randn(10, 4, dtype=D)
+    base = net(params, x)
+    const = net(params, x, lambda l, h, pre: pre * 3.0 if l == "layer1" else pre)
+    per_example = net(params, x, lambda l, h, pre: pre * torch.arange(1, 11, dtype=D)[:, None]
+                      if l == "layer1" else pre)
+    assert torch.allclose(base, const, atol=1e-4)   # equal up to the BN epsilon
+    assert not torch.allclose(base, per_example, atol=1e-3)
+
+
+def test_batch_norm_matches_torch():
+    x = torch.randn(7, 3, 5, 5, dtype=D)
+    w, b = torch.rand(3, dtype=D), torch.rand(3, dtype=D)
+    ref = torch.nn.functional.batch_norm(x, None, None, w, b, training=True)
+    assert torch.allclose(batch_norm(x, w, b), ref)
+
+
+def test_mlp_errors_and_zero_head():
+    net = MLP(5, (4,), ways=2, head_init="zero")
+    params = net.init(0)
+    assert torch.count_nonzero(params["head.weight"]) == 0
+    with pytest.raises(ValueError, match="expects 5 input features"):
+        net(params, torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="head_init"):
+        MLP(5, head_init="ones")
+    with pytest.raises(ValueError, match="without a head"):
+        ProtoNet(MLP(5, ways=2))
+
+
+def test_runtime_device_seed_threads(monkeypatch):
+    assert tutor.get_device().type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="cuda"):
+            tutor.get_device("cuda")
+    assert tutor.get_device("auto").type in ("cpu", "cuda", "mps")
+    tutor.seed_everything(3)
+    a = torch.rand(2)
+    tutor.seed_everything(3)
+    assert torch.equal(a, torch.rand(2))
+    with pytest.raises(ValueError):
+        tutor.seed_everything(-1)
+    before = torch.get_num_threads()
+    monkeypatch.setenv("TUTOR_THREADS", "1")
+    assert tutor.configure_threads() == 1 and torch.get_num_threads() == 1
+    torch.set_num_threads(before)
+    with pytest.raises(ValueError):
+        tutor.configure_threads(0)
+
+
+def test_short_seeded_training_improves_and_evaluation_is_paired(tmp_path):
+    tasks = GaussianClassTasks(dim=8)
+
+    class Sampler:
+        def batch(self, n, gen):
+            from tutor.data import stack_episodes
+            return stack_episodes([tasks.sample(3, 2, 5, gen) for _ in range(n)])
+
+    learner = MAML(MLP(8, (32,), ways=3), inner_lr=0.3, inner_steps=2)
+    meta = learner.init(0)
+    test = [tasks.sample(3, 2, 5, gen=1000 + i) for i in range(60)]
+    before = evaluate(learner, meta, test)
+    history = meta_train(learner, meta, Sampler(), steps=150, lr=3e-3, progress=False,
+                         eval_episodes=test[:10], eval_every=50)
+    after = evaluate(learner, meta, test)
+    assert len(history.loss) == 150 and history.eval_step == [50, 100, 150]
+    assert sum(history.loss[-20:]) / 20 < sum(history.loss[:20]) / 20
+    paired = compare(before, after)
+    assert paired.diff_mean > 0 and paired.significant
+    # checkpoint round trip (weights_only) keeps values and which tensors are trainable
+    path = save_checkpoint(tmp_path / "m.pt", meta, {"steps": 150})
+    loaded, info = load_checkpoint(path)
+    assert info == {"steps": 150}
+    assert [t.requires_grad for t in leaves(loaded, trainable=False)] == \
+        [t.requires_grad for t in leaves(meta, trainable=False)]
+    assert evaluate(learner, loaded, test).scores == after.scores
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_non_finite_meta_loss_stops_with_a_message():
+    learner = MAML(MLP(1, (16,), ways=1), inner_lr=0.01, inner_steps=1, loss="mse")
+    meta = learner.init(0)
+
+    class Sampler:
+        def batch(self, n, gen):
+            b = SinusoidTasks().batch(n, 5, 5, gen)
+            b.query_y = b.query_y * float("inf")
+            return b
+
+    with pytest.raises(FloatingPointError, match="meta learning rate|inner learning rate"):
+        meta_train(learner, meta, Sampler(), steps=3, progress=False)
+
+
+def test_mean_ci_and_compare_errors():
+    m, ci = mean_ci([1.0, 2.0, 3.0])
+    assert m == 2.0 and abs(ci - 1.96 / 3 ** 0.5) < 1e-12
+    s = EpisodeSampler(torch.rand(6, 4, 1, 28, 28), range(6), 3, 1, 1)
+    learner = ProtoNet(Conv4(hidden=4, ways=0))
+    meta = learner.init(0)
+    a = evaluate(learner, meta, fixed_episodes(s, 5))
+    b = evaluate(learner, meta, fixed_episodes(s, 4))
+    with pytest.raises(ValueError, match="same episodes"):
+        compare(a, b)
+
+
+def test_checks_pass_and_fail(capsys):
+    ref = lambda x: x * 2  # noqa: E731
+    assert checks.check_function(lambda x: x + x, ref, [(torch.ones(3),)])
+    assert not checks.check_function(lambda x: x, ref, [(torch.ones(3),)], hint="double it")
+    assert "double it" in capsys.readouterr().out
+
+    def stub(x):
+        raise NotImplementedError
+    assert not checks.check_function(stub, ref, [(1.0,)])
+    assert checks.check_value(0.5, 0.5) and not checks.check_value(..., 0.5)
+
+
+def test_widget_headless_draws_once_at_defaults(monkeypatch):
+    from tutor import widgets
+
+    monkeypatch.setenv("TUTOR_HEADLESS", "1")
+    calls = []
+    out = widgets.interactive(lambda a, b, c, d: calls.append((a, b, c, d)) or "drawn",
+                              a=widgets.slider(2, 1, 5), b=widgets.dropdown("x", ["x", "y"]),
+                              c=widgets.toggle(True), d=7)
+    assert calls == [(2, "x", True, 7)] and out == "drawn"
+    with pytest.raises(ValueError, match="outside"):
+        widgets.slider(9, 1, 5)
+    monkeypatch.setenv("TUTOR_HEADLESS", "0")
+    assert widgets.is_headless()       # no IPython kernel in pytest
+
+
+def test_student_copy_has_no_solution_cells(tmp_path):
+    import jupytext
+
+    from tutor.course import build_student_copies
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "00_demo.py").write_text(
+        '# %%\nx = 1\n\n# %% tags=["exercise"]\ndef f():\n    raise NotImplementedError\n\n'
+        '# %% tags=["solution"]\ndef f():\n    return 42\n\n# %% tags=["check"]\nprint(f())\n')
+    out = build_student_copies(tmp_path / "src", tmp_path / "student", ipynb=True)
+    nb = jupytext.read(out[0])
+    tags = [c.metadata.get("tags", []) for c in nb.cells]
+    assert not any("solution" in t for t in tags) and any("exercise" in t for t in tags)
+    assert "return 42" not in out[0].read_text() and len(nb.cells) == 4
+
+
+def test_network_guard_refuses_outside_connections():
+    assert socket.socket.connect.__name__ == "_guarded_connect"   # installed by conftest + tutor
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        with pytest.raises(tutor._netguard.NetworkAccessError):
+            s.connect(("192.0.2.1", 80))
+    finally:
+        s.close()
+    import urllib.request
+    with pytest.raises(Exception, match="offline|refused|resolution|Name"):
+        urllib.request.urlopen("http://example.com", timeout=2)
