@@ -23,7 +23,6 @@ def pytest_collect_file(file_path: Path, parent):
     if not (parent.config.getoption("nbval_lax", False) or parent.config.getoption("nbval", False)):
         return None
     import jupytext
-    from nbval.plugin import IPyNbFile
 
     build = file_path.parent / ".nbval"
     build.mkdir(exist_ok=True)
@@ -31,4 +30,23 @@ def pytest_collect_file(file_path: Path, parent):
     nb = jupytext.read(file_path)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     jupytext.write(nb, target)
-    return IPyNbFile.from_parent(parent, path=target)
+    item = _notebook_class().from_parent(parent, path=file_path)
+    item.converted = target
+    return item
+
+
+def _notebook_class():
+    from nbval.plugin import IPyNbFile
+
+    class JupytextNotebook(IPyNbFile):
+        """nbval's notebook collector, keyed by the ``.py`` source but reading its converted copy."""
+
+        converted = None
+
+        @property
+        def fspath(self):
+            import py
+
+            return py.path.local(self.converted)
+
+    return JupytextNotebook
