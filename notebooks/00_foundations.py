@@ -70,7 +70,7 @@ print(f"device={device}, threads={torch.get_num_threads()}, FULL={FULL}")
 bank = load_glyphs()                                # built on first use (a few seconds), then cached
 print(f"{bank.num_classes} classes x {bank.num_instances} instances, images {tuple(bank.images.shape[2:])}")
 print({s: len(bank.classes_of(s)) for s in sorted(set(bank.scripts))})
-viz.glyph_gallery(bank, n_classes=6, instances=10, seed=1);
+viz.glyph_gallery(bank, n_classes=6, instances=10, seed=1)
 
 # %%
 split = bank.split((0.6, 0.2, 0.2), seed=SEED)      # disjoint train / val / test classes
@@ -78,7 +78,7 @@ assert not set(split["train"]) & set(split["test"])
 train_sampler = EpisodeSampler(bank.images, split["train"], ways=5, shots=1, queries=5)
 episode = train_sampler.sample(gen=3)
 print("support", tuple(episode.support_x.shape), "query", tuple(episode.query_x.shape))
-viz.show_episode(episode);
+viz.show_episode(episode)
 
 # %% [markdown]
 # Bad settings fail loudly instead of returning something silently wrong:
