@@ -200,3 +200,21 @@ def test_network_guard_refuses_outside_connections():
     import urllib.request
     with pytest.raises(Exception, match="offline|refused|resolution|Name"):
         urllib.request.urlopen("http://example.com", timeout=2)
+
+
+def test_fused_and_plain_batch_norm_agree_to_second_order():
+    """The fused kernel (outside vmap) and the plain formula (inside vmap) give the same
+    values, gradients and second derivatives in float64."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 3, 4, 4, generator=g, dtype=D, requires_grad=True)
+    w = torch.rand(3, generator=g, dtype=D, requires_grad=True)
+    b = torch.rand(3, generator=g, dtype=D, requires_grad=True)
+    v = torch.randn(6, 3, 4, 4, generator=g, dtype=D)
+    out = []
+    for fused in (True, False):
+        y = batch_norm(x, w, b, fused=fused)
+        (gx,) = torch.autograd.grad((y * v).sum() ** 2, x, create_graph=True)
+        hvp = torch.autograd.grad((gx * v).sum(), (x, w, b))
+        out.append((y, gx, hvp))
+    assert torch.allclose(out[0][0], out[1][0]) and torch.allclose(out[0][1], out[1][1])
+    assert all(torch.allclose(a, c) for a, c in zip(out[0][2], out[1][2]))

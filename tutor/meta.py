@@ -224,19 +224,19 @@ class MetaLearner:
         elif mode == "threads":
             chunks = [tasks[i::workers] for i in range(workers) if tasks[i::workers]]
 
-            def work(chunk):
-                total, ms = 0.0, []
+            def work(chunk):  # one graph at a time, as in "loop": each task's graph is freed
+                acc, ms = [torch.zeros_like(p) for p in params], []
                 for ep in chunk:
                     loss, m = self.task_loss(meta, ep)
-                    total = total + loss
+                    _check_finite(loss, "query loss")
+                    for a, g in zip(acc, torch.autograd.grad(loss / len(tasks), params, allow_unused=True)):
+                        if g is not None:
+                            a += g
                     ms.append(m)
-                _check_finite(total, "query loss")
-                gs = torch.autograd.grad(total / len(tasks), params, allow_unused=True)
-                return gs, ms
+                return acc, ms
 
             results = list(self._executor(workers).map(work, chunks))
-            grads = [sum((r[0][i] for r in results if r[0][i] is not None), torch.zeros_like(p))
-                     for i, p in enumerate(params)]
+            grads = [sum(r[0][i] for r in results) for i in range(len(params))]
             metrics = [m for r in results for m in r[1]]
         elif mode == "vmap":
             batch = episodes if isinstance(episodes, Episode) and episodes.classes.dim() == 2 \

@@ -15,10 +15,11 @@ noise before batch norm; Bayesian TAML and others modulate channels.  Every call
 head (``"head"``) with the embedding and the logits.  The hook returns the (possibly transformed)
 tensor; the network is never copied or patched.
 
-**Batch norm** is written with plain tensor operations and always uses the current batch's
-statistics (as MAML does: per task, no running averages).  The fused ``nn.BatchNorm2d`` kernel gives
-wrong second-order gradients under ``torch.func.vmap`` in torch 2.13 (see DESIGN.md); this one is
-exact.  It has a learnable scale and offset.
+**Batch norm** always uses the current batch's statistics (as MAML does: per task, no running
+averages) and has a learnable scale and offset.  Outside ``vmap`` it calls the fused kernel
+(``F.batch_norm``), whose double backward is fast; under ``torch.func.vmap`` the fused kernel gives
+wrong second-order gradients in torch 2.13 (see DESIGN.md), so there the same formula is written with
+plain tensor operations, which are exact.  Tests compare both paths in float64.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Conv4", "MLP", "batch_norm", "layer_of", "Hook"]
+__all__ = ["Conv4", "MLP", "batch_norm", "in_vmap", "layer_of", "Hook"]
 
 Hook = Callable[[str, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -43,9 +44,28 @@ def layer_of(name: str) -> str:
     return prefix
 
 
+def in_vmap() -> bool:
+    """True while code runs inside ``torch.func.vmap`` (at any nesting level)."""
+    from torch._C._functorch import TransformType
+    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+
+    return any(i.key() == TransformType.Vmap for i in retrieve_all_functorch_interpreters())
+
+
 def batch_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
-               eps: float = 1e-5) -> torch.Tensor:
-    """Batch norm over every dim but the channel dim 1, with the current batch's statistics."""
+               eps: float = 1e-5, fused: bool | None = None) -> torch.Tensor:
+    """Batch norm over every dim but the channel dim 1, with the current batch's statistics.
+
+    ``fused=None`` picks the fused kernel outside ``vmap`` and plain tensor ops inside it.
+    """
+    if fused is None:
+        fused = not in_vmap()
+    if fused:
+        return F.batch_norm(x, None, None, weight, bias, training=True, eps=eps)
+    return _plain_batch_norm(x, weight, bias, eps)
+
+
+def _plain_batch_norm(x, weight, bias, eps):
     dims = [d for d in range(x.dim()) if d != 1]
     mean = x.mean(dims, keepdim=True)
     var = (x - mean).pow(2).mean(dims, keepdim=True)
