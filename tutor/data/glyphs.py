@@ -254,3 +254,18 @@ def load_glyphs(kind: str = "id", size: int = 28, seed: int = 0, rebuild: bool =
                             chars=np.array(bank.chars), scripts=np.array(bank.scripts))
         os.replace(tmp, path)
     return bank if size == 28 else bank.downsample(size)
+
+
+def main() -> None:
+    """``python -m tutor.data.glyphs``: rebuild both banks and print their sizes and checksums."""
+    import matplotlib
+
+    print(f"matplotlib {matplotlib.__version__}")
+    for kind in ("id", "ood"):
+        bank = load_glyphs(kind, rebuild=True)
+        print(f"{kind:3s}: {bank.num_classes} classes x {bank.num_instances} instances, "
+              f"scripts {sorted(set(bank.scripts))}, sha256 {bank_checksum(bank)}")
+
+
+if __name__ == "__main__":
+    main()
