@@ -218,3 +218,11 @@ def test_fused_and_plain_batch_norm_agree_to_second_order():
         out.append((y, gx, hvp))
     assert torch.allclose(out[0][0], out[1][0]) and torch.allclose(out[0][1], out[1][1])
     assert all(torch.allclose(a, c) for a, c in zip(out[0][2], out[1][2]))
+
+
+def test_threaded_evaluation_gives_the_same_scores():
+    s = EpisodeSampler(torch.rand(8, 4, 1, 12, 12), range(8), 3, 1, 2)
+    learner = MAML(Conv4(image_size=12, hidden=4, ways=3, blocks=2), inner_steps=2)
+    meta = learner.init(0)
+    eps = fixed_episodes(s, 6)
+    assert evaluate(learner, meta, eps).scores == evaluate(learner, meta, eps, workers=2).scores

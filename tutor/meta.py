@@ -126,7 +126,7 @@ def _check_finite(loss: torch.Tensor, what: str) -> None:
 def inner_loop(model, params: Params, x: torch.Tensor, y: torch.Tensor, steps: int, lr, *,
                first_order: bool = False, weights: torch.Tensor | None = None, hook=None,
                loss: str = "ce", adapt: Callable[[str], bool] | None = None,
-               keep_trajectory: bool = False) -> InnerResult:
+               keep_trajectory: bool = False, mc_samples: int = 1) -> InnerResult:
     """Adapt ``params`` to the support set ``(x, y)`` with ``steps`` gradient steps.
 
     Args:
@@ -141,6 +141,8 @@ def inner_loop(model, params: Params, x: torch.Tensor, y: torch.Tensor, steps: i
         loss: ``"ce"`` or ``"mse"``.
         adapt: predicate on parameter names; parameters for which it is false stay fixed.
         keep_trajectory: also return the parameters after every step (for plots).
+        mc_samples: average the support loss over this many forward passes (for a stochastic
+            ``hook``, e.g. Meta-Dropout's noise: one smoother step, not an ensemble).
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
@@ -151,9 +153,15 @@ def inner_loop(model, params: Params, x: torch.Tensor, y: torch.Tensor, steps: i
     per_example = task_loss_fn(loss)
     names = [k for k in params if adapt is None or adapt(k)]
 
+    if mc_samples < 1:
+        raise ValueError(f"mc_samples must be >= 1, got {mc_samples}")
+
     def support_loss(adapted: Params, fixed: Params) -> torch.Tensor:
-        l = per_example(model({**fixed, **adapted}, x, hook), y)
-        return (l * weights).mean() if weights is not None else l.mean()
+        total = 0.0
+        for _ in range(mc_samples):   # each forward draws its own noise (and its own BN statistics)
+            l = per_example(model({**fixed, **adapted}, x, hook), y)
+            total = total + ((l * weights).mean() if weights is not None else l.mean())
+        return total / mc_samples
 
     result = InnerResult(params, [], [params] if keep_trajectory else None)
     for _ in range(steps):

@@ -112,13 +112,23 @@ class EvalResult:
 
 
 def evaluate(learner: MetaLearner, meta: dict, episodes: list, metric: str = "accuracy",
-             progress: bool = False) -> EvalResult:
-    """Score ``learner`` on the given fixed episodes (same episodes for every method)."""
+             progress: bool = False, workers: int = 1) -> EvalResult:
+    """Score ``learner`` on the given fixed episodes (same episodes for every method).
+
+    ``workers > 1`` scores episodes in that many threads (same numbers, less wall time on a
+    multi-core CPU).
+    """
     if not episodes:
         raise ValueError("evaluate needs at least one episode")
     p = leaves(meta, trainable=False)[0]
-    scores = [learner.evaluate(meta, ep.to(p.device, p.dtype))[metric]
-              for ep in tqdm(episodes, desc="evaluate", disable=not progress, leave=False)]
+
+    def score(ep):
+        return learner.evaluate(meta, ep.to(p.device, p.dtype))[metric]
+
+    if workers > 1:
+        scores = list(learner._executor(workers).map(score, episodes))
+    else:
+        scores = [score(ep) for ep in tqdm(episodes, desc="evaluate", disable=not progress, leave=False)]
     if len(scores) == 1:
         return EvalResult(scores, scores[0], float("nan"), metric)
     m, ci = mean_ci(scores)

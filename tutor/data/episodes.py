@@ -28,7 +28,9 @@ class Episode:
         classes ``(ways,)``: the pool's class index behind each episode label,
         donor_x ``(D, M, *X)`` or ``None``: examples of ``D`` donor classes disjoint from the targets,
         params ``(P,)`` or ``None``: the generating parameters of a procedural task (e.g. a
-        sinusoid's amplitude and phase; ``classes`` is then empty).
+        sinusoid's amplitude and phase; ``classes`` is then empty),
+        seed ``()`` int64 or ``None``: a random seed drawn with the episode, for learners that draw
+        noise (Meta-Dropout), so results do not depend on how tasks are batched or threaded.
     A batch from :func:`stack_episodes` has one more leading dimension ``(tasks, ...)``.
     """
 
@@ -39,6 +41,7 @@ class Episode:
     classes: torch.Tensor
     donor_x: torch.Tensor | None = None
     params: torch.Tensor | None = None
+    seed: torch.Tensor | None = None
 
     @property
     def ways(self) -> int:
@@ -170,8 +173,10 @@ class EpisodeSampler:
             qx.append(self.images[c, idx[k:]])
             sy.append(torch.full((k,), label))
             qy.append(torch.full((self.queries,), label))
-        return Episode(torch.cat(sx), torch.cat(sy), torch.cat(qx), torch.cat(qy), targets,
-                       self._donors(targets, gen))
+        donors = self._donors(targets, gen)
+        seed = torch.randint(0, 2**62, (), generator=gen)
+        return Episode(torch.cat(sx), torch.cat(sy), torch.cat(qx), torch.cat(qy), targets, donors,
+                       seed=seed)
 
     def sample(self, gen=0) -> Episode:
         """One episode, drawn with ``gen`` (a ``torch.Generator`` or a seed)."""
