@@ -254,7 +254,8 @@ class MetaDropout(MAML):
 
 
 def jensen_gap(model, params: dict, phi: dict, config: MetaDropoutConfig, x: torch.Tensor,
-               y: torch.Tensor, samples: int = 256, gen: torch.Generator | None = None) -> tuple[float, float]:
+               y: torch.Tensor, samples: int = 256,
+               gen: torch.Generator | None = None) -> tuple[float, float]:
     """MC estimates of ``log E_z p(y|x,z)`` and ``E_z log p(y|x,z)`` (averaged over examples).
 
     The first is never below the second (Jensen, §3.4); they are equal without noise.
