@@ -164,7 +164,7 @@ class NoiseHook:
 
     ``sample=True`` (support examples): multiplicative noise on pre-BN features and additive noise
     on the logits.  ``sample=False`` (queries): the deterministic gate ``softplus(mu)`` only.
-    ``record`` collects ``{layer: (mu, z)}`` for plots.
+    ``record`` collects ``{layer: (mu, z, pre)}`` (detached) for plots.
     """
 
     def __init__(self, phi: dict, config: MetaDropoutConfig, sample: bool,
@@ -190,7 +190,7 @@ class NoiseHook:
         mu = noise_mean(self.phi, index, inputs, pre, cfg.noise)
         z = multiplier(mu, cfg.noise_scale, self.sample, self.gen)
         if self.record is not None:
-            self.record[layer] = (mu.detach(), z.detach())
+            self.record[layer] = (mu.detach(), z.detach(), pre.detach())
         return pre * z
 
 
