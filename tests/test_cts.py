@@ -1,0 +1,140 @@
+"""Continual Trajectory Shifting: shift exactness, error growth, reductions, environment constants."""
+
+import pytest
+import torch
+
+from tutor.cts import (adaptation_auc, inner_sgd, run_accurate, run_cts, run_reptile, shift_error,
+                       steps_to_threshold, trajectory_drift, unroll)
+from tutor.data.himmelblau import HimmelblauTasks
+
+D = torch.float64
+
+
+def quadratic(h_diag):
+    """Per-task quadratic losses 0.5 * sum_i h_i (x_i - m_t,i)^2 with task centres m_t."""
+    centres = torch.tensor([[1.0, -2.0], [0.5, 3.0], [-1.0, 0.0]], dtype=D)
+    h = torch.tensor(h_diag, dtype=D)
+    return lambda x: 0.5 * (h * (x - centres) ** 2).sum(-1)
+
+
+def linear():
+    g = torch.tensor([[1.0, -2.0], [0.5, 3.0], [-1.0, 0.5]], dtype=D)
+    return lambda x: (g * x).sum(-1)
+
+
+def test_shift_is_exact_for_linear_losses_and_matches_closed_form_on_quadratics():
+    phi = torch.tensor([[0.3, -0.7], [2.0, 1.0]], dtype=D)
+    delta = torch.tensor([[0.1, 0.2], [-0.3, 0.05]], dtype=D)
+    assert shift_error(linear(), phi, delta, 7, 0.1, 3).max() < 1e-12          # Hessian 0: Jacobian = I
+    h, alpha, k = [2.0, 0.5], 0.1, 6
+    err = shift_error(quadratic(h), phi, delta, k, alpha, 3)
+    expected = (((1 - alpha * torch.tensor(h, dtype=D)) ** k - 1) * delta).norm(dim=-1)   # ((I - aH)^k - I) Delta
+    assert torch.allclose(err, expected.unsqueeze(-1).expand_as(err))
+
+
+def test_cts_with_linear_losses_equals_the_accurate_curriculum():
+    phi0 = torch.tensor([[0.2, 0.4]], dtype=D)
+    K = 6
+    cts = run_cts(linear(), phi0, 3, K, 0.1, 0.3, budget=K)
+    acc = run_accurate(linear(), phi0, 3, K, 0.1, 0.3)
+    assert torch.allclose(cts.phis, acc.phis)
+
+
+def test_accurate_variant_equals_explicit_rerolls():
+    losses = HimmelblauTasks().losses
+    phi = torch.tensor([[1.0, 2.0]], dtype=D)
+    K, alpha, beta = 4, 0.02, 0.2
+    expected = [phi.clone()]
+    for k in range(1, K + 1):
+        theta = phi.unsqueeze(-2).repeat(1, 8, 1)
+        for _ in range(k):
+            x = theta.detach().requires_grad_()
+            (g,) = torch.autograd.grad(losses(x).sum(), x)
+            theta = theta - alpha * g
+        phi = phi - beta * (phi - theta.mean(-2))
+        expected.append(phi.clone())
+    assert torch.allclose(run_accurate(losses, expected[0], 8, K, alpha, beta).phis, torch.stack(expected))
+
+
+def test_cts_with_k1_equals_reptile_with_k1():
+    losses = HimmelblauTasks().losses
+    phi0 = torch.tensor([[0.0, 0.0], [10.0, 3.0]], dtype=D)
+    a = run_cts(losses, phi0, 8, 1, 0.02, 0.1, budget=20)
+    b = run_reptile(losses, phi0, 8, 1, 0.02, 0.1, budget=20)
+    assert torch.allclose(a.phis, b.phis) and a.inner_steps == b.inner_steps
+
+
+def test_beta_zero_is_independent_task_training():
+    losses = HimmelblauTasks().losses
+    phi0 = torch.tensor([[3.0, 4.0]], dtype=D)
+    run = run_cts(losses, phi0, 8, 50, 0.02, 0.0, budget=30)
+    assert torch.equal(run.final, phi0)
+
+
+def test_chained_shift_error_grows_as_k_squared():
+    """With a fixed shift per step, the chained Taylor error on a quadratic (A = I - aH) is
+    sum_{j<k} (A^j - A^k) Delta ~ a H Delta k (k + 1) / 2: the closed form holds, log-log slope 2."""
+    h, alpha = torch.tensor([1.0, 0.3], dtype=D), 0.001
+    losses = quadratic(h.tolist())
+    phi0 = torch.tensor([[4.0, -3.0]], dtype=D)
+    delta = torch.tensor([[0.01, -0.02]], dtype=D)
+    drift = trajectory_drift(losses, phi0, 3, 32, alpha, beta=0.0, delta=delta)[:, 0]
+    ks = torch.arange(1, 33, dtype=D)
+    A = 1 - alpha * h
+    closed = torch.stack([sum(((A ** j - A ** int(k)) * delta[0] for j in range(int(k))),
+                              torch.zeros(2, dtype=D)).norm() for k in ks])
+    assert torch.allclose(drift, closed, rtol=1e-8)
+    slope = torch.linalg.lstsq(torch.stack([torch.log(ks[7:]), torch.ones(25, dtype=D)], 1),
+                               torch.log(drift[7:])[:, None]).solution[0].item()
+    assert 1.9 < slope < 2.1, slope
+
+
+def test_vectorised_and_looped_runs_agree():
+    losses = HimmelblauTasks().losses
+    starts = torch.tensor([[0.0, 0.0], [12.0, -3.0], [5.0, 14.0]], dtype=D)
+    together = run_cts(losses, starts, 8, 10, 0.03, 0.1, budget=40).final
+    apart = torch.cat([run_cts(losses, s[None], 8, 10, 0.03, 0.1, budget=40).final for s in starts])
+    assert torch.allclose(together, apart)
+    r_together = run_reptile(losses, starts, 8, 10, 0.03, 0.1, budget=40).final
+    r_apart = torch.cat([run_reptile(losses, s[None], 8, 10, 0.03, 0.1, budget=40).final for s in starts])
+    assert torch.allclose(r_together, r_apart)
+
+
+def test_environment_constants_give_four_zero_minima_per_task():
+    env = HimmelblauTasks()
+    for t in range(8):
+        x = torch.zeros(4, 8, 2, dtype=D)
+        x[:, t] = env.minima(t)
+        assert env.losses(x)[:, t].max() < 1e-9
+        # gradient descent from points near each minimum converges to loss < 1e-8
+        y = x + 0.3
+        for _ in range(3000):
+            y = inner_sgd(env.losses, y, 0.01)
+        assert env.losses(y)[:, t].max() < 1e-8
+        assert len(torch.unique(torch.round(y[:, t], decimals=2), dim=0)) == 4
+    assert env.centres[0].tolist() == pytest.approx([5.0, 12.0])
+    assert env.centres[2].tolist() == pytest.approx([12.0, 5.0])   # t = 2: angle pi/2
+    with pytest.raises(ValueError, match="one 2-D point per task"):
+        env.losses(torch.zeros(3, 2))
+
+
+def test_toy_ordering_cts_beats_reptile_at_equal_budget():
+    """Notes §6.3: CTS < Reptile(K) < init in AUC at the same cumulative inner steps (fixed seed)."""
+    env = HimmelblauTasks()
+    phi0 = torch.rand(32, 2, generator=torch.Generator().manual_seed(0), dtype=D) * 20 - 5
+    K, a, b, budget = 100, 0.05, 0.1, 1000
+    auc = {name: adaptation_auc(env.losses, phi, K, a, 8).mean().item() for name, phi in {
+        "init": phi0, "reptile": run_reptile(env.losses, phi0, 8, K, a, b, budget).final,
+        "cts": run_cts(env.losses, phi0, 8, K, a, b, budget).final}.items()}
+    assert auc["cts"] < auc["reptile"] < auc["init"], auc
+    steps = steps_to_threshold(env.losses, phi0, 1.0, a, 8, max_steps=50)
+    assert steps.shape == (32,) and steps.max() <= 50
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="K and budget"):
+        run_cts(linear(), torch.zeros(1, 2, dtype=D), 3, 0, 0.1, 0.1, 10)
+    with pytest.raises(ValueError, match="direction"):
+        run_reptile(linear(), torch.zeros(1, 2, dtype=D), 3, 2, 0.1, 0.1, 10, direction="leap")
+    with pytest.raises(FloatingPointError, match="alpha"):
+        unroll(HimmelblauTasks().losses, torch.zeros(1, 2, dtype=D), 50, 10.0, 8)
