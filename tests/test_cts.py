@@ -3,8 +3,17 @@
 import pytest
 import torch
 
-from tutor.cts import (adaptation_auc, inner_sgd, run_accurate, run_cts, run_reptile, shift_error,
-                       steps_to_threshold, trajectory_drift, unroll)
+from tutor.cts import (
+    adaptation_auc,
+    inner_sgd,
+    run_accurate,
+    run_cts,
+    run_reptile,
+    shift_error,
+    steps_to_threshold,
+    trajectory_drift,
+    unroll,
+)
 from tutor.data.himmelblau import HimmelblauTasks
 
 D = torch.float64
