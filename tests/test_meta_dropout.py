@@ -1,0 +1,155 @@
+"""Meta-Dropout: reduction to MAML, where noise applies, second-order signal to the generator, MC."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tutor.data import EpisodeSampler
+from tutor.meta import MAML, inner_loop, leaves
+from tutor.meta_dropout import (MetaDropout, MetaDropoutConfig, NoiseHook, init_generator, jensen_gap,
+                                multiplier)
+from tutor.nets import MLP, Conv4
+from tutor.train import meta_train
+
+D = torch.float64
+
+
+def batch(tasks=2, ways=3, shots=2, queries=2, size=6, seed=0):
+    images = torch.rand(8, 6, 1, size, size, generator=torch.Generator().manual_seed(seed))
+    return EpisodeSampler(images, range(8), ways, shots, queries).batch(tasks, 1).to(dtype=D)
+
+
+def mlp():
+    return MLP(36, (16, 16), 3, bn=True)
+
+
+def test_noise_off_reduces_exactly_to_maml():
+    eps = batch()
+    md = MetaDropout(mlp(), MetaDropoutConfig(noise="off", inner_lr=0.2, inner_steps=3))
+    maml = MAML(mlp(), inner_lr=0.2, inner_steps=3)
+    meta = md.init(0, dtype=D)
+    maml_meta = {"net": meta["net"], "fixed_lr": meta["fixed_lr"]}
+    assert meta["phi"] == {}
+    a, b = md.adapt(meta, eps[0]).params, maml.adapt(maml_meta, eps[0]).params
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.equal(md.query_logits(meta, a, eps[0].query_x), maml.model(b, eps[0].query_x))
+    g1, _ = md.meta_gradient(meta, eps)
+    g2, _ = maml.meta_gradient(maml_meta, eps)
+    assert all(torch.equal(x, y) for x, y in zip(g1, g2))
+
+
+def test_noise_only_on_support_and_query_path_is_deterministic():
+    net = mlp()
+    cfg = MetaDropoutConfig()
+    theta, phi = net.init(0, dtype=D), init_generator(net, cfg, 0, dtype=D)
+    x = torch.rand(6, 1, 6, 6, dtype=D)
+    q = [net(theta, x, NoiseHook(phi, cfg, sample=False)) for _ in range(2)]
+    s = [net(theta, x, NoiseHook(phi, cfg, sample=True)) for _ in range(2)]
+    assert torch.equal(q[0], q[1]) and not torch.allclose(s[0], s[1])
+    # the same seed reproduces the perturbed support forward
+    g = [net(theta, x, NoiseHook(phi, cfg, sample=True, gen=torch.Generator().manual_seed(3))) for _ in range(2)]
+    assert torch.equal(g[0], g[1])
+    # no logit noise on queries: the query forward equals the gated forward without a head hook
+    rec = {}
+    net(theta, x, NoiseHook(phi, cfg, sample=False, record=rec))
+    assert set(rec) == {"layer1", "layer2"}
+
+
+def test_multiplier_statistics_and_shapes():
+    z = multiplier(torch.zeros(200_000, dtype=D), 1.0, True, torch.Generator().manual_seed(0))
+    assert abs(z.mean() - 0.806) < 0.008 and abs(z.std() - 0.521) < 0.008 and (z > 0).all()
+    mu = torch.randn(4, 5, dtype=D)
+    assert torch.equal(multiplier(mu, 1.0, False), F.softplus(mu))
+    assert torch.equal(multiplier(mu, 0.0, True), F.softplus(mu))        # kappa = 0: gate only
+
+
+def test_input_dependence_and_input_independent_gate_is_absorbed_by_bn():
+    net = mlp()
+    x1, x2 = torch.rand(5, 1, 6, 6, dtype=D), torch.rand(5, 1, 6, 6, dtype=D)
+    dep = MetaDropoutConfig(noise="input_dependent")
+    phi = init_generator(net, dep, 0, dtype=D)
+    r1, r2 = {}, {}
+    theta = net.init(0, dtype=D)
+    net(theta, x1, NoiseHook(phi, dep, sample=False, record=r1))
+    net(theta, x2, NoiseHook(phi, dep, sample=False, record=r2))
+    assert not torch.allclose(r1["layer1"][0], r2["layer1"][0])           # mu depends on the input
+    ind = MetaDropoutConfig(noise="input_independent")
+    phi_i = {k: v + torch.randn_like(v) for k, v in init_generator(net, ind, 0, dtype=D).items()}
+    gated = net(theta, x1, NoiseHook(phi_i, ind, sample=False))
+    assert torch.allclose(gated, net(theta, x1), atol=2e-3)   # a constant gain before BN does nothing (up to eps)
+
+
+def test_gradients_reach_every_generator_parameter_through_the_inner_loop():
+    """With a plain (ungated) query forward, phi is reached only through the inner loop: every
+    generator tensor gets a gradient with second order, none with first order."""
+    net = mlp()
+    cfg = MetaDropoutConfig(inner_steps=2)
+    theta, phi = net.init(0, dtype=D), init_generator(net, cfg, 0, dtype=D)
+    ep = batch()[0]
+    for first_order, expect in ((False, True), (True, False)):
+        adapted = inner_loop(net, theta, ep.support_x, ep.support_y, 2, 0.3, first_order=first_order,
+                             hook=NoiseHook(phi, cfg, sample=True, gen=torch.Generator().manual_seed(0))).params
+        loss = F.cross_entropy(net(adapted, ep.query_x), ep.query_y)
+        grads = torch.autograd.grad(loss, list(phi.values()), allow_unused=True)
+        reached = [g is not None and g.abs().sum() > 0 for g in grads]
+        assert all(reached) if expect else not any(reached), (first_order, reached)
+
+
+def test_phi_is_not_adapted_by_the_inner_loop():
+    md = MetaDropout(mlp())
+    meta = md.init(0, dtype=D)
+    adapted = md.adapt(meta, batch()[0]).params
+    assert set(adapted) == set(meta["net"])                               # only theta is adapted
+
+
+def test_mc_inner_loss_is_the_mean_of_per_sample_losses():
+    net = mlp()
+    cfg = MetaDropoutConfig()
+    theta, phi = net.init(0, dtype=D), init_generator(net, cfg, 0, dtype=D)
+    ep = batch()[0]
+    res = inner_loop(net, theta, ep.support_x, ep.support_y, 1, 0.3, mc_samples=4,
+                     hook=NoiseHook(phi, cfg, sample=True, gen=torch.Generator().manual_seed(5)))
+    hook = NoiseHook(phi, cfg, sample=True, gen=torch.Generator().manual_seed(5))
+    per_sample = [F.cross_entropy(net(theta, ep.support_x, hook), ep.support_y) for _ in range(4)]
+    assert torch.allclose(res.losses[0], torch.stack(per_sample).mean())
+    with pytest.raises(ValueError, match="mc_samples"):
+        inner_loop(net, theta, ep.support_x, ep.support_y, 1, 0.3, mc_samples=0)
+
+
+def test_jensen_bound_and_equality_without_noise():
+    net = mlp()
+    theta = net.init(0, dtype=D)
+    ep = batch()[0]
+    for kappa in (1.0, 0.0):
+        cfg = MetaDropoutConfig(noise_scale=kappa)
+        lhs, rhs = jensen_gap(net, theta, init_generator(net, cfg, 0, dtype=D), cfg, ep.support_x, ep.support_y,
+                              samples=64, gen=torch.Generator().manual_seed(0))
+        assert lhs >= rhs - 1e-12 and (kappa > 0 or abs(lhs - rhs) < 1e-12)
+
+
+def test_episode_seeds_make_loop_and_threads_agree():
+    md = MetaDropout(mlp(), MetaDropoutConfig(inner_steps=2))
+    meta = md.init(0, dtype=D)
+    eps = batch(tasks=4)
+    a, _ = md.meta_gradient(meta, eps, "loop")
+    b, _ = md.meta_gradient(meta, eps, "threads")
+    assert all(torch.allclose(x, y, rtol=1e-10, atol=1e-14) for x, y in zip(a, b))   # same noise, summed in another order
+
+
+def test_conv4_generator_shapes_and_a_short_training_run_improves():
+    conv = Conv4(image_size=8, hidden=4, ways=3, blocks=2)
+    phi = init_generator(conv, MetaDropoutConfig(), 0)
+    assert phi["gen1.weight"].shape == (4, 1, 3, 3) and phi["gen2.weight"].shape == (4, 4, 3, 3)
+    assert phi["gen_head.weight"].shape == (1, conv.embedding_dim)
+    images = torch.rand(10, 6, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    images += torch.arange(10).view(10, 1, 1, 1, 1) / 10       # learnable class signal
+    sampler = EpisodeSampler(images, range(10), 3, 2, 3)
+    md = MetaDropout(conv, MetaDropoutConfig(inner_steps=1, inner_lr=0.3))
+    meta = md.init(0)
+    hist = meta_train(md, meta, sampler, steps=60, lr=3e-3, progress=False, seed=0)
+    assert sum(hist.loss[-10:]) / 10 < sum(hist.loss[:10]) / 10
+    assert all(p.grad is not None for p in leaves(meta))
+    with pytest.raises(ValueError, match="noise must be one of"):
+        MetaDropoutConfig(noise="gaussian")
+    with pytest.raises(TypeError, match="Conv4 and MLP"):
+        MetaDropout(object())
