@@ -3,8 +3,19 @@
 import pytest
 import torch
 
-from tutor.amtfl import (AMTFLConfig, DeepConfig, amtfl_objective, amtl_b_step, deep_init, deep_objective,
-                         fit_amtfl, nonneg_lasso, size_term, task_losses, weighted_nonneg_lasso_pista)
+from tutor.amtfl import (
+    AMTFLConfig,
+    DeepConfig,
+    amtfl_objective,
+    amtl_b_step,
+    deep_init,
+    deep_objective,
+    fit_amtfl,
+    nonneg_lasso,
+    size_term,
+    task_losses,
+    weighted_nonneg_lasso_pista,
+)
 from tutor.data.multitask import imbalanced_glyphs, synthetic_regression
 
 D = torch.float64
