@@ -132,7 +132,8 @@ def test_episode_seeds_make_loop_and_threads_agree():
     eps = batch(tasks=4)
     a, _ = md.meta_gradient(meta, eps, "loop")
     b, _ = md.meta_gradient(meta, eps, "threads")
-    assert all(torch.allclose(x, y, rtol=1e-10, atol=1e-14) for x, y in zip(a, b))   # same noise, summed in another order
+    # the same noise, only summed in another order
+    assert all(torch.allclose(x, y, rtol=1e-10, atol=1e-14) for x, y in zip(a, b))
 
 
 def test_conv4_generator_shapes_and_a_short_training_run_improves():
