@@ -54,7 +54,7 @@ def ensure_env(extras: str) -> Path:
             # 2) the CPU-only build (about 200 MB instead of several GB of CUDA libraries)
             index = os.environ.get("TUTOR_TORCH_INDEX") or (None if sys.platform == "darwin" else CPU_INDEX)
             extra = ["--index-url", index, "--extra-index-url", "https://pypi.org/simple"] if index else []
-            if sh(py, "-m", "pip", "install", TORCH, *extra) != 0:
+            if sh(py, "-m", "pip", "install", "--timeout", "60", "--retries", "2", TORCH, *extra) != 0:
                 sys.exit("could not install PyTorch; see README.md (Installing PyTorch)")
     # the package itself (torch's own dependencies are installed here too)
     if sh(py, "-m", "pip", "install", "-q", "-e", f"{ROOT}[{extras}]" if extras else str(ROOT)) != 0:

@@ -282,6 +282,31 @@ print(f"\nMeta-Dropout ahead of MAML in {wins} of {len(diffs)} seeds; mean paire
 assert len(seeds) >= 3
 
 # %% [markdown]
+# **How to read the table.** The rows are the same meta-learner with parts switched on and off,
+# all scored on the same 300 test episodes. What our precomputed run shows:
+#
+# * **Meta-Dropout vs MAML:** with S = 10 noise samples at test time Meta-Dropout is ahead of MAML
+#   in every seed, but by about a point — the per-seed paired intervals printed above say whether
+#   that is distinguishable from zero. With S = 1 it is *behind* MAML. The paper's claim (learned
+#   noise beats MAML) shows here only weakly.
+# * **The ablation ladder is in the paper's order:** input-dependent noise > input-independent ≈
+#   fixed noise, and more MC samples help (S = 10 > S = 1) — learning the noise, and making it
+#   depend on the input, both matter *relative to other noise*.
+# * **But the strongest variant is "gate only"**: the same learned, input-dependent multiplier
+#   softplus(μ(x)) *without* noise beats MAML by several points. At this scale most of what helps
+#   is the learned, input-dependent feature modulation that φ provides on support and query alike;
+#   the noise itself costs accuracy. We report this plainly rather than tune the demo until the
+#   noise wins. (Why might the paper's setting differ? Conv4 on Omniglot/miniImageNet, 60k steps,
+#   S = 30: far longer training in which the generator can shape the noise; our notes' 60-s
+#   prototype saw +3.5 points, our 1000-step runs do not.)
+
+# %%
+mean_of = {name.split(" (S=")[0] + f"|{name.split('S=')[1][:-1]}": m for name, m, _, _ in rows}
+assert mean_of["Meta-Dropout|10"] > mean_of["Meta-Dropout|1"]               # MC over the inner loss helps
+assert mean_of["Meta-Dropout|10"] > mean_of["input-independent|10"]          # input dependence helps
+print({k: round(v * 100, 2) for k, v in mean_of.items()})
+
+# %% [markdown]
 # **Paper numbers** (Table 1, as printed in the official README, verified in our notes;
 # Omniglot and miniImageNet, 1000 test episodes, 95% CI):
 #

@@ -71,6 +71,9 @@ def test_cts_with_k1_equals_reptile_with_k1():
     a = run_cts(losses, phi0, 8, 1, 0.02, 0.1, budget=20)
     b = run_reptile(losses, phi0, 8, 1, 0.02, 0.1, budget=20)
     assert torch.allclose(a.phis, b.phis) and a.inner_steps == b.inner_steps
+    fa = run_cts(losses, phi0, 8, 1, 0.02, 0.1, budget=20, direction="fomaml")
+    fb = run_reptile(losses, phi0, 8, 1, 0.02, 0.1, budget=20, direction="fomaml")
+    assert torch.allclose(fa.phis, fb.phis) and not torch.allclose(fa.phis, a.phis)
 
 
 def test_beta_zero_is_independent_task_training():
