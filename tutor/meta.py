@@ -219,31 +219,23 @@ class MetaLearner:
         """Gradient of the mean task loss w.r.t. ``leaves(meta)``, and mean metrics."""
         tasks = _as_task_list(episodes)
         params = leaves(meta)
-        if mode == "loop":
-            grads = [torch.zeros_like(p) for p in params]
-            metrics = []
-            for ep in tasks:
+
+        def accumulate(chunk):  # one task's graph at a time: each is freed after its gradient
+            acc, ms = [torch.zeros_like(p) for p in params], []
+            for ep in chunk:
                 loss, m = self.task_loss(meta, ep)
                 _check_finite(loss, "query loss")
-                for g, gi in zip(grads, torch.autograd.grad(loss / len(tasks), params, allow_unused=True)):
-                    if gi is not None:
-                        g += gi
-                metrics.append(m)
+                for a, g in zip(acc, torch.autograd.grad(loss / len(tasks), params, allow_unused=True)):
+                    if g is not None:
+                        a += g
+                ms.append(m)
+            return acc, ms
+
+        if mode == "loop":
+            grads, metrics = accumulate(tasks)
         elif mode == "threads":
             chunks = [tasks[i::workers] for i in range(workers) if tasks[i::workers]]
-
-            def work(chunk):  # one graph at a time, as in "loop": each task's graph is freed
-                acc, ms = [torch.zeros_like(p) for p in params], []
-                for ep in chunk:
-                    loss, m = self.task_loss(meta, ep)
-                    _check_finite(loss, "query loss")
-                    for a, g in zip(acc, torch.autograd.grad(loss / len(tasks), params, allow_unused=True)):
-                        if g is not None:
-                            a += g
-                    ms.append(m)
-                return acc, ms
-
-            results = list(self._executor(workers).map(work, chunks))
+            results = list(self._executor(workers).map(accumulate, chunks))
             grads = [sum(r[0][i] for r in results) for i in range(len(params))]
             metrics = [m for r in results for m in r[1]]
         elif mode == "vmap":
