@@ -63,6 +63,7 @@ def test_multiplier_statistics_and_shapes():
 
 
 def test_input_dependence_and_input_independent_gate_is_absorbed_by_bn():
+    torch.manual_seed(0)
     net = mlp()
     x1, x2 = torch.rand(5, 1, 6, 6, dtype=D), torch.rand(5, 1, 6, 6, dtype=D)
     dep = MetaDropoutConfig(noise="input_dependent")
@@ -73,9 +74,10 @@ def test_input_dependence_and_input_independent_gate_is_absorbed_by_bn():
     net(theta, x2, NoiseHook(phi, dep, sample=False, record=r2))
     assert not torch.allclose(r1["layer1"][0], r2["layer1"][0])           # mu depends on the input
     ind = MetaDropoutConfig(noise="input_independent")
-    phi_i = {k: v + torch.randn_like(v) for k, v in init_generator(net, ind, 0, dtype=D).items()}
+    phi_i = {k: v + 0.5 * torch.randn_like(v) for k, v in init_generator(net, ind, 0, dtype=D).items()}
     gated = net(theta, x1, NoiseHook(phi_i, ind, sample=False))
-    assert torch.allclose(gated, net(theta, x1), atol=2e-3)   # a constant gain before BN does nothing (up to eps)
+    # a per-feature constant gain before BN does nothing, up to BN's epsilon (relative to the variance)
+    assert torch.allclose(gated, net(theta, x1), atol=1e-3)
 
 
 def test_gradients_reach_every_generator_parameter_through_the_inner_loop():
