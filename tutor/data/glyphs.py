@@ -243,7 +243,7 @@ def load_glyphs(kind: str = "id", size: int = 28, seed: int = 0, rebuild: bool =
         try:
             with np.load(path, allow_pickle=False) as z:
                 bank = GlyphBank(torch.from_numpy(z["images"]).float() / 255.0,
-                                 list(z["chars"]), list(z["scripts"]))
+                                 [str(c) for c in z["chars"]], [str(s) for s in z["scripts"]])
         except (OSError, ValueError, KeyError):
             bank = None  # a corrupt cache is rebuilt below
     if bank is None:
