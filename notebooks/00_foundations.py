@@ -197,9 +197,10 @@ assert maml_mse.mean < 0.5 * scratch_mse.mean and paired.diff_mean < 0 and paire
 
 # %% [markdown]
 # **Widget — inner steps and inner learning rate.** Pick a test task and see the curve the
-# network draws after k inner steps from the MAML initialisation (blue) and from a random one
-# (grey), next to the truth. Small k already bends the MAML curve towards the data; the random
-# start barely moves. Too large a learning rate makes the MAML curve overshoot.
+# network draws after k inner steps from the MAML initialisation (blue, with the slider's learning
+# rate) and from a random one (grey, with the learning rate that suited it best above), next to the
+# truth. Small k already bends the MAML curve towards the data; the random start barely moves.
+# Too large a learning rate makes the MAML curve overshoot.
 
 # %%
 sine_random = sine_net.init(gen=SEED + 1, device=device)
@@ -210,9 +211,10 @@ def draw_sine_adaptation(task=0, inner_steps=1, inner_lr=0.01):
     ep = sine_test[task].to(device)
     fig, ax = plt.subplots(figsize=(6.5, 3.5))
     ax.plot(viz.to_numpy(grid_x), viz.to_numpy(sines.function(ep.params, grid_x)), "k--", label="true curve")
-    for params, name, colour in ((sine_meta["net"], "MAML init", "tab:blue"), (sine_random, "random init", "grey")):
+    for params, name, colour, lr in ((sine_meta["net"], "MAML init", "tab:blue", inner_lr),
+                                     (sine_random, f"random init (its best lr {best_lr})", "grey", best_lr)):
         start = {k: v.detach() for k, v in params.items()}
-        adapted = inner_loop(sine_net, start, ep.support_x, ep.support_y, inner_steps, inner_lr,
+        adapted = inner_loop(sine_net, start, ep.support_x, ep.support_y, inner_steps, lr,
                              loss="mse", first_order=True).params
         with torch.no_grad():
             ax.plot(viz.to_numpy(grid_x), viz.to_numpy(sine_net(start, grid_x)), color=colour, alpha=0.35, lw=1)
