@@ -13,6 +13,7 @@ os.environ["TUTOR_NO_NETWORK"] = "1"
 os.environ["TUTOR_HEADLESS"] = "1"
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ["TUTOR_PROGRESS"] = "0"          # no progress bars: they flood the kernel's output channel
 
 NOTEBOOK = re.compile(r"^\d\d_\w+\.py$")
 

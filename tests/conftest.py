@@ -6,3 +6,4 @@ os.environ["TUTOR_NO_NETWORK"] = "1"      # tutor installs a socket guard (also 
 os.environ["TUTOR_HEADLESS"] = "1"        # widgets draw once at their defaults
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ["TUTOR_PROGRESS"] = "0"          # no progress bars: they flood the kernel's output channel

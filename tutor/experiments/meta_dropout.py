@@ -60,7 +60,7 @@ def make_learner(variant: str, ways: int = 10, size: int = 14, conv: bool = Fals
 
 
 def train_variant(variant: str, train_sampler, steps: int, seed: int, lr: float = 1e-3, meta_batch: int = 4,
-                  progress: bool = True, **overrides):
+                  progress: bool | None = None, **overrides):
     """Meta-train one variant from seed ``seed``; returns (learner, meta, history, seconds)."""
     learner = make_learner(variant, ways=train_sampler.ways,
                            size=train_sampler.images.shape[-1], **overrides)
