@@ -69,7 +69,8 @@ def main(argv: list[str]) -> int:
     if argv[0] == "lab":
         py = ensure_env("")
         env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
-        return sh(py, "-m", "jupyter", "lab", str(ROOT / "notebooks"), *argv[1:], env=env, cwd=ROOT)
+        extra = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []   # containers run as root
+        return sh(py, "-m", "jupyter", "lab", str(ROOT / "notebooks"), *extra, *argv[1:], env=env, cwd=ROOT)
     py = ensure_env("test")
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "MPLBACKEND": "Agg"}
     return sh(py, "-m", "pytest", "--nbval-lax", "--nbval-current-env", *argv[1:], env=env, cwd=ROOT)
