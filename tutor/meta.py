@@ -44,8 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import grad, vmap
 
-from tutor.data.episodes import Episode
-from tutor.nets import layer_of
+from tutor.data.episodes import Episode, stack_episodes
+from tutor.nets import in_vmap, layer_of
 
 __all__ = ["inner_update", "inner_loop", "InnerResult", "task_loss_fn", "prototype_logits",
            "accuracy", "MetaLearner", "MAML", "Reptile", "ProtoNet", "leaves", "detach_params"]
@@ -172,7 +172,7 @@ def inner_loop(model, params: Params, x: torch.Tensor, y: torch.Tensor, steps: i
             adapted, fixed = detach_params(adapted), detach_params(fixed)
         grads, value = grad(lambda a, f: (support_loss(a, f),) * 2, has_aux=True)(adapted, fixed)
         value = value.detach()
-        if not _in_vmap(value):
+        if not in_vmap():
             _check_finite(value, "support loss")
         result.losses.append(value)
         if first_order:
@@ -181,10 +181,6 @@ def inner_loop(model, params: Params, x: torch.Tensor, y: torch.Tensor, steps: i
         if keep_trajectory:
             result.trajectory.append(result.params)
     return result
-
-
-def _in_vmap(t: torch.Tensor) -> bool:
-    return torch._C._functorch.is_batchedtensor(t) or torch._C._functorch.is_gradtrackingtensor(t)
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,7 +236,7 @@ class MetaLearner:
             metrics = [m for r in results for m in r[1]]
         elif mode == "vmap":
             batch = episodes if isinstance(episodes, Episode) and episodes.classes.dim() == 2 \
-                else _stack(tasks)
+                else stack_episodes(tasks)
             def one(sx, sy, qx, qy, classes):
                 return self.task_loss(meta, Episode(sx, sy, qx, qy, classes))
 
@@ -281,12 +277,6 @@ def _as_task_list(episodes) -> list[Episode]:
         return [episodes[i] for i in range(len(episodes))] if episodes.classes.dim() == 2 \
             else [episodes]
     return list(episodes)
-
-
-def _stack(tasks):
-    from tutor.data.episodes import stack_episodes
-
-    return stack_episodes(tasks)
 
 
 def _mean_metrics(metrics: list[dict]) -> dict:
@@ -417,7 +407,7 @@ def prototype_logits(support_emb: torch.Tensor, support_y: torch.Tensor, query_e
     """Negative squared distances to class means: ``(queries, ways)`` (ProtoNet, Eq. 1-2)."""
     onehot = F.one_hot(support_y, ways).to(support_emb.dtype)                    # (S, ways)
     counts = onehot.sum(0)                                                       # (ways,)
-    if not _in_vmap(counts) and (counts == 0).any():
+    if not in_vmap() and (counts == 0).any():
         raise ValueError(f"every class needs at least one support example; counts {counts.tolist()}")
     prototypes = onehot.T @ support_emb / counts[:, None]                        # (ways, D)
     return -torch.cdist(query_emb, prototypes).pow(2)

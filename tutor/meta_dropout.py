@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 
 from tutor.data.episodes import Episode
-from tutor.meta import MAML, _query_metrics, detach_params, inner_loop, task_loss_fn
+from tutor.meta import MAML, _query_metrics, detach_params, task_loss_fn
 from tutor.nets import MLP, Conv4
 
 __all__ = ["MetaDropoutConfig", "init_generator", "noise_mean", "multiplier", "NoiseHook",
@@ -224,10 +224,8 @@ class MetaDropout(MAML):
               mc_samples: int | None = None, gen: torch.Generator | None = None, **kwargs):
         """Inner loop on the support set with noise on (S = ``mc_samples`` draws per step)."""
         hook = NoiseHook(meta.get("phi", {}), self.config, sample=True, gen=gen)
-        return inner_loop(self.model, meta["net"], episode.support_x, episode.support_y,
-                          self.inner_steps if steps is None else steps, self.inner_lr_spec(meta),
-                          first_order=self.first_order if first_order is None else first_order,
-                          hook=hook, mc_samples=mc_samples or self.config.mc_train, **kwargs)
+        return super().adapt(meta, episode, steps, first_order, hook=hook,
+                             mc_samples=mc_samples or self.config.mc_train, **kwargs)
 
     def query_logits(self, meta: dict, adapted: dict, x: torch.Tensor) -> torch.Tensor:
         """Query forward: deterministic gate softplus(mu), no logit noise."""
