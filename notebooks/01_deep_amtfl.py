@@ -44,7 +44,9 @@ import torch
 
 import tutor
 from tutor import checks, widgets
-from tutor.amtfl import (
+from tutor.data.multitask import imbalanced_glyphs, synthetic_regression
+from tutor.experiments.amtfl import DEEP_COUNTS, per_class_error, synthetic_comparison
+from tutor.papers.amtfl import (
     AMTFLConfig,
     DeepConfig,
     amtfl_objective,
@@ -59,8 +61,6 @@ from tutor.amtfl import (
     size_term,
     task_losses,
 )
-from tutor.data.multitask import imbalanced_glyphs, synthetic_regression
-from tutor.experiments.amtfl import DEEP_COUNTS, per_class_error, synthetic_comparison
 from tutor.train import mean_ci
 
 tutor.configure_threads()
@@ -82,7 +82,7 @@ RESULTS = Path(tutor.__file__).resolve().parents[1] / "data" / "results" / "amtf
 # (low-loss) tasks shape the features; unreliable ones mostly use them. This costs T×k feedback
 # weights instead of T×T, and works in deep networks.
 #
-# ## 2. The objectives (`tutor/amtfl.py`)
+# ## 2. The objectives (`tutor/papers/amtfl.py`)
 #
 # Tasks t = 1..T with losses $\mathcal L_t$; GO-MTL writes all task weights through shared bases,
 # $W = LS$:

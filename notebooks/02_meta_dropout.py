@@ -47,8 +47,8 @@ import tutor
 from tutor import checks, viz, widgets
 from tutor.experiments.meta_dropout import VARIANTS, glyph_tasks, train_variant
 from tutor.meta import MAML, inner_loop
-from tutor.meta_dropout import MetaDropoutConfig, NoiseHook, init_generator, jensen_gap, multiplier, noise_mean
 from tutor.nets import MLP, batch_norm
+from tutor.papers.meta_dropout import MetaDropoutConfig, NoiseHook, init_generator, jensen_gap, multiplier, noise_mean
 from tutor.train import EvalResult, compare, evaluate, mean_ci
 
 FULL = os.environ.get("TUTOR_FULL", "0") == "1"
@@ -101,7 +101,7 @@ RESULTS = Path(tutor.__file__).resolve().parents[1] / "data" / "results" / "meta
 # the prior as the posterior means no labels are needed to draw noise, so training and testing
 # behave the same.
 #
-# ## 3. The code, piece by piece (`tutor/meta_dropout.py`)
+# ## 3. The code, piece by piece (`tutor/papers/meta_dropout.py`)
 #
 # Equation (1), the generator's mean:
 

@@ -44,7 +44,9 @@ import torch
 
 import tutor
 from tutor import checks, viz, widgets
-from tutor.cts import (
+from tutor.data.himmelblau import HimmelblauTasks
+from tutor.experiments import cts_glyphs
+from tutor.papers.cts import (
     adaptation_auc,
     meta_fixed_points,
     reptile_direction,
@@ -54,8 +56,6 @@ from tutor.cts import (
     steps_to_threshold,
     trajectory_drift,
 )
-from tutor.data.himmelblau import HimmelblauTasks
-from tutor.experiments import cts_glyphs
 from tutor.train import mean_ci
 
 FULL = os.environ.get("TUTOR_FULL", "0") == "1"
@@ -82,7 +82,7 @@ RESULTS = Path(tutor.__file__).resolve().parents[1] / "data" / "results" / "cts_
 # grows from 1 to K — a **meta-level curriculum** from short horizons (smooth meta-landscape) to
 # long ones (rugged landscape, better initialisation).
 #
-# ## 2. The loops (`tutor/cts.py`)
+# ## 2. The loops (`tutor/papers/cts.py`)
 #
 # With inner learning rate α, meta learning rate β, tasks τ, and U_k(φ) the parameters after k
 # SGD steps from φ:

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from tutor.amtfl import (
+from tutor.data.multitask import imbalanced_glyphs, synthetic_regression
+from tutor.papers.amtfl import (
     AMTFLConfig,
     DeepConfig,
     amtfl_objective,
@@ -16,7 +17,6 @@ from tutor.amtfl import (
     task_losses,
     weighted_nonneg_lasso_pista,
 )
-from tutor.data.multitask import imbalanced_glyphs, synthetic_regression
 
 D = torch.float64
 

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from tutor.cts import (
+from tutor.data.himmelblau import HimmelblauTasks
+from tutor.papers.cts import (
     adaptation_auc,
     inner_sgd,
     run_accurate,
@@ -14,7 +15,6 @@ from tutor.cts import (
     trajectory_drift,
     unroll,
 )
-from tutor.data.himmelblau import HimmelblauTasks
 
 D = torch.float64
 

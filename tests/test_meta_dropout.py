@@ -6,8 +6,8 @@ import torch.nn.functional as F
 
 from tutor.data import EpisodeSampler
 from tutor.meta import MAML, inner_loop, leaves
-from tutor.meta_dropout import MetaDropout, MetaDropoutConfig, NoiseHook, init_generator, jensen_gap, multiplier
 from tutor.nets import MLP, Conv4
+from tutor.papers.meta_dropout import MetaDropout, MetaDropoutConfig, NoiseHook, init_generator, jensen_gap, multiplier
 from tutor.train import meta_train
 
 D = torch.float64

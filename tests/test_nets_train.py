@@ -1,5 +1,6 @@
 """Networks, runtime, training loop, evaluation, checkpoints, widgets, checks, course kit, offline guard."""
 
+import math
 import socket
 
 import pytest
@@ -135,8 +136,8 @@ def test_non_finite_meta_loss_stops_with_a_message():
 
 
 def test_mean_ci_and_compare_errors():
-    m, ci = mean_ci([1.0, 2.0, 3.0])
-    assert m == 2.0 and abs(ci - 1.96 / 3 ** 0.5) < 1e-12
+    m, ci = mean_ci([1.0, 2.0, 3.0])          # s = 1, n = 3: half-width t_2 / sqrt(3), t_2 = 4.3027
+    assert m == 2.0 and abs(ci - 4.302652729749752 / 3 ** 0.5) < 1e-9
     s = EpisodeSampler(torch.rand(6, 4, 1, 28, 28), range(6), 3, 1, 1)
     learner = ProtoNet(Conv4(hidden=4, ways=0))
     meta = learner.init(0)
@@ -144,6 +145,30 @@ def test_mean_ci_and_compare_errors():
     b = evaluate(learner, meta, fixed_episodes(s, 4))
     with pytest.raises(ValueError, match="same episodes"):
         compare(a, b)
+
+
+@pytest.mark.parametrize("df", [1, 2, 3, 4, 7, 30, 299])
+def test_t_quantile_against_numerical_integral_of_the_density(df):
+    from tutor.train import t_quantile
+
+    t = t_quantile(0.95, df)
+    x = torch.linspace(0, t, 400_001, dtype=torch.float64)   # P(|T| <= t) by the trapezoid rule
+    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+    pdf = torch.exp(log_norm - (df + 1) / 2 * torch.log1p(x * x / df))
+    assert abs(2 * torch.trapezoid(pdf, x).item() - 0.95) < 1e-6
+    assert t > 1.959963984540054                              # always wider than the normal interval
+
+
+def test_t_quantile_tends_to_normal_and_rejects_bad_input():
+    from tutor.train import t_quantile
+
+    assert abs(t_quantile(0.95, 100_000) - 1.959963984540054) < 1e-4
+    with pytest.raises(ValueError, match="level"):
+        t_quantile(1.5, 3)
+    with pytest.raises(ValueError, match="df"):
+        t_quantile(0.95, 0)
+    with pytest.raises(ValueError, match="at least 2"):
+        mean_ci([1.0])
 
 
 def test_checks_pass_and_fail(capsys):

@@ -6,6 +6,7 @@ The loop knows nothing about any particular paper: it asks a :class:`~tutor.meta
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -18,7 +19,7 @@ from tqdm.auto import tqdm
 from tutor.meta import MetaLearner, leaves
 
 __all__ = ["History", "meta_train", "EvalResult", "evaluate", "PairedResult", "compare",
-           "mean_ci", "save_checkpoint", "load_checkpoint"]
+           "mean_ci", "t_quantile", "save_checkpoint", "load_checkpoint"]
 
 
 @dataclass
@@ -93,17 +94,64 @@ def meta_train(learner: MetaLearner, meta: dict, sampler, steps: int, *, meta_ba
     return history
 
 
-def mean_ci(values, z: float = 1.96) -> tuple[float, float]:
-    """Mean and half-width of the normal-approximation 95% confidence interval."""
-    t = torch.as_tensor(values, dtype=torch.float64)
+def _t_two_sided_mass(t: float, df: int) -> float:
+    """``P(|T| <= t)`` for Student's t with integer ``df`` (closed form, Abramowitz & Stegun 26.7.3-4)."""
+    theta = math.atan(t / math.sqrt(df))
+    s, c = math.sin(theta), math.cos(theta)
+    if df % 2 == 0:                     # sin(theta) (1 + c^2/2 + 1*3 c^4/(2*4) + ... up to c^(df-2))
+        term, total = 1.0, 1.0
+        for k in range(2, df, 2):
+            term *= c * c * (k - 1) / k
+            total += term
+        return s * total
+    if df == 1:
+        return 2 * theta / math.pi
+    term, total = c, c                  # (2/pi)(theta + sin(theta)(c + 2/3 c^3 + ... up to c^(df-2)))
+    for k in range(3, df - 1, 2):
+        term *= c * c * (k - 1) / k
+        total += term
+    return 2 / math.pi * (theta + s * total)
+
+
+@functools.lru_cache(maxsize=256)
+def t_quantile(level: float, df: int) -> float:
+    """Two-sided Student-t critical value: ``t`` with ``P(|T| <= t) = level`` for ``df`` degrees of
+    freedom (``t_quantile(0.95, 2) = 4.303``; it tends to the normal 1.960 as ``df`` grows)."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if int(df) != df or df < 1:
+        raise ValueError(f"df must be a positive integer, got {df}")
+    lo, hi = 0.0, 1.0
+    while _t_two_sided_mass(hi, int(df)) < level:
+        hi *= 2
+    for _ in range(200):                # bisection to machine precision
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _t_two_sided_mass(mid, int(df)) < level else (lo, mid)
+        if hi - lo < 1e-12 * hi:
+            break
+    return (lo + hi) / 2
+
+
+def mean_ci(values, level: float = 0.95) -> tuple[float, float]:
+    """Mean and half-width of the Student-t confidence interval (``level``, default 95%).
+
+    The half-width is ``t_{n-1} * s / sqrt(n)`` with the sample standard deviation ``s``.  Student-t
+    is used for every sample size: over a handful of seeds it is what the interval must be (with 3
+    seeds ``t_2 = 4.30``, 2.2x the normal 1.96), and over hundreds of episodes it equals the normal
+    interval to within 0.5%.
+    """
+    t = torch.as_tensor(values, dtype=torch.float64).flatten()
     if t.numel() < 2:
-        raise ValueError("a confidence interval needs at least 2 values")
-    return t.mean().item(), (z * t.std(unbiased=True) / math.sqrt(t.numel())).item()
+        raise ValueError(f"a confidence interval needs at least 2 values, got {t.numel()}")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"mean_ci got non-finite values: {t[~torch.isfinite(t)].tolist()[:5]}")
+    n = t.numel()
+    return t.mean().item(), (t_quantile(level, n - 1) * t.std(unbiased=True) / math.sqrt(n)).item()
 
 
 @dataclass
 class EvalResult:
-    """Per-episode scores on fixed test episodes, with their mean and 95% CI half-width."""
+    """Per-episode scores on fixed test episodes, with their mean and 95% CI half-width (Student-t)."""
 
     scores: list[float]
     mean: float
@@ -160,7 +208,7 @@ class PairedResult:
 
 
 def compare(a: EvalResult, b: EvalResult) -> PairedResult:
-    """Paired difference ``b - a`` of two evaluations on the *same* episodes, with its 95% CI."""
+    """Paired difference ``b - a`` of two evaluations on the *same* episodes, with its 95% CI (Student-t)."""
     if len(a.scores) != len(b.scores):
         raise ValueError(f"paired comparison needs the same episodes: {len(a.scores)} vs {len(b.scores)}")
     diffs = [y - x for x, y in zip(a.scores, b.scores)]

@@ -21,8 +21,8 @@ import sys
 
 import torch
 
-from tutor.amtfl import AMTFLConfig, DeepConfig, fit_amtfl, fit_amtl, fit_deep, fit_gomtl, fit_stl, rmse
 from tutor.data.multitask import imbalanced_glyphs, synthetic_regression
+from tutor.papers.amtfl import AMTFLConfig, DeepConfig, fit_amtfl, fit_amtl, fit_deep, fit_gomtl, fit_stl, rmse
 
 __all__ = ["synthetic_comparison", "deep_comparison", "DEEP_COUNTS", "DEEP_METHODS", "main"]
 

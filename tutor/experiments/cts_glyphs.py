@@ -6,7 +6,7 @@ Meta-training tasks: 8 datasets of 20 glyph classes each (in-distribution script
 instances per class (400 examples), each task with its own 20-way head (excluded from the shared
 initialisation phi and kept across resets, as in the official code).  The shared part is an MLP
 trunk 196-128-128 on 14x14 glyphs.  Inner loop: SGD (lr alpha, minibatch 32), horizon K; outer
-rule: Reptile every K steps, or CTS after every step (``tutor.cts``).  Meta-test: held-out scripts
+rule: Reptile every K steps, or CTS after every step (``tutor.papers.cts``).  Meta-test: held-out scripts
 (the out-of-distribution glyph bank), 6 datasets of 20 classes; fine-tune phi plus a fresh zero head
 on 5 examples per class for 100 full-batch SGD steps, score on the other 15.  Reported: held-out
 accuracy against cumulative inner steps per task, for the same budget for every method.  Tuning:
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from tutor.cts import reptile_direction
 from tutor.data import load_glyphs
+from tutor.papers.cts import reptile_direction
 
 __all__ = ["GlyphDatasets", "make_datasets", "trunk_init", "forward", "meta_train", "finetune_accuracy", "main"]
 

@@ -23,8 +23,8 @@ import time
 import torch
 
 from tutor.data import EpisodeSampler, fixed_episodes, load_glyphs
-from tutor.meta_dropout import MetaDropout, MetaDropoutConfig
 from tutor.nets import MLP
+from tutor.papers.meta_dropout import MetaDropout, MetaDropoutConfig
 from tutor.train import compare, evaluate, meta_train
 
 __all__ = ["glyph_tasks", "make_learner", "train_variant", "VARIANTS", "main"]
