@@ -34,7 +34,6 @@
 
 # %%
 import inspect
-import json
 import time
 from pathlib import Path
 
@@ -45,7 +44,8 @@ import torch
 import tutor
 from tutor import checks, widgets
 from tutor.data.multitask import imbalanced_glyphs, synthetic_regression
-from tutor.experiments.amtfl import DEEP_COUNTS, per_class_error, synthetic_comparison
+from tutor.experiments import load_results
+from tutor.experiments.amtfl import DEEP_COUNTS, per_class_error, synthetic_comparison, tune_synthetic
 from tutor.papers.amtfl import (
     AMTFLConfig,
     DeepConfig,
@@ -111,16 +111,25 @@ print(inspect.getsource(deep_objective))
 #
 # Twelve regression tasks in 20 dimensions built from 4 latent bases; task t uses bases t mod 4
 # and (t+1) mod 4, so **easy and hard tasks share bases**. Tasks 0–5 are easy (noise σ = 0.5),
-# tasks 6–11 hard (σ = 4.0); 25 training points per task. We fit every method on the same data for
-# 3 seeds and report test RMSE per group (the noise floors are 0.5 and 4.0).
+# tasks 6–11 hard (σ = 4.0); 25 training points per task. The noise levels are the floors an
+# oracle would reach: test RMSE 0.5 on the easy and 4.0 on the hard tasks.
+#
+# **Tuning, the same budget for everyone.** Each method gets nine settings of its own
+# hyper-parameters (STL: the ridge; GO-MTL and AMTL: μ and λ; AMTFL: α and γ), chosen by the mean test
+# RMSE on a *validation draw* of the task family (seed 1000), which is never scored. Then every
+# method is fitted with its chosen setting on the same 3 scored draws (seeds 0, 1, 2).
 
 # %%
 t0 = time.perf_counter()
+tuned = tune_synthetic()
+for m, t in tuned.items():
+    edge = f"  (on the grid's edge: {', '.join(t['on_edge'])})" if t["on_edge"] else ""
+    print(f"{m:7s} chose {t['chosen']}{edge}")
 seeds = [0, 1, 2]
-res = synthetic_comparison(seeds)
+res = synthetic_comparison(seeds, tuned=tuned)
 hard = res["hard"]
 methods = ["STL", "GO-MTL", "AMTL", "AMTFL", "AMTFL, loss weighting off"]
-print(f"{'method':26s} {'easy RMSE':>16s} {'hard RMSE':>16s}   (mean over 3 seeds ± 95% CI of the seed means)")
+print(f"\n{'method':26s} {'easy RMSE':>16s} {'hard RMSE':>16s}   (mean over 3 seeds ± Student-t 95% CI of the seed means)")
 group = {}
 for m in methods:
     easy_means = [r[~hard].mean().item() for r in res[m]]
@@ -128,25 +137,44 @@ for m in methods:
     group[m] = (easy_means, hard_means)
     (e, ec), (h, hc) = mean_ci(easy_means), mean_ci(hard_means)
     print(f"{m:26s} {e:8.3f} ± {ec:5.3f} {h:8.3f} ± {hc:5.3f}")
-neg = {m: int(sum(((r > s) & hard).sum() for r, s in zip(res[m], res["STL"]))) for m in ("GO-MTL", "AMTFL")}
-print(f"hard tasks (of {int(hard.sum()) * len(seeds)}) on which the method is worse than STL: {neg}")
-out_easy = np.mean([o[~hard].mean().item() for o in res["outgoing"]])
-out_hard = np.mean([o[hard].mean().item() for o in res["outgoing"]])
-off_easy = np.mean([o[~hard].mean().item() for o in res["outgoing_off"]])
-off_hard = np.mean([o[hard].mean().item() for o in res["outgoing_off"]])
-print(f"mean outgoing feedback ||a_t||_1: easy {out_easy:.3f}, hard {out_hard:.4f};  loss weighting off: "
-      f"easy {off_easy:.3f}, hard {off_hard:.3f}   ({time.perf_counter() - t0:.0f} s)")
-assert out_easy > 5 * out_hard                                     # the easy tasks give, the hard ones do not
-assert np.mean(group["AMTFL"][0]) < np.mean(group["GO-MTL"][0])    # and the easy tasks gain from it
+print(f"{'noise floor':26s} {0.5:8.3f}         {4.0:8.3f}")
+worse = {m: [int(((r > s) & hard).sum()) for r, s in zip(res[m], res["STL"])] for m in ("GO-MTL", "AMTL", "AMTFL")}
+print(f"hard tasks (of {int(hard.sum())} per seed) on which the method is worse than STL, per seed: {worse}")
+outgoing = {k: [(o[~hard].mean().item(), o[hard].mean().item()) for o in res[k]] for k in ("outgoing", "outgoing_off")}
+for k, label in (("outgoing", "AMTFL"), ("outgoing_off", "loss weighting off")):
+    print(f"mean outgoing feedback ||a_t||_1, {label:18s} (easy, hard) per seed: "
+          + "  ".join(f"({e:.3f}, {h:.4f})" for e, h in outgoing[k]))
+train = [(r[~hard].mean().item(), r[hard].mean().item()) for r in res["train_rmse"]]
+print("AMTFL training RMSE (easy, hard) per seed: " + "  ".join(f"({e:.2f}, {h:.2f})" for e, h in train)
+      + f"   ({time.perf_counter() - t0:.0f} s)")
+ratio_on = [e / h for e, h in outgoing["outgoing"]]
+ratio_off = [e / h for e, h in outgoing["outgoing_off"]]
+assert all(r > 5 for r in ratio_on)                          # every seed: the easy tasks give, the hard ones do not
+assert all(a > 10 * b for a, b in zip(ratio_on, ratio_off))  # the loss factor, not the l1, makes the asymmetry
 
 # %% [markdown]
-# **Reading the numbers.** AMTFL's feedback matrix is cleanly asymmetric: easy tasks write into the
-# features, hard tasks (almost) do not. Switching the loss weighting off removes that asymmetry —
-# it is the loss factor, not the ℓ1 penalty, that decides who gives. In our runs AMTFL improves
-# the easy group over GO-MTL and STL; on the hard group all methods sit close to the noise floor
-# and the differences are within the seed-to-seed spread — compare the intervals before reading an
-# ordering into them. AMTL (our alternating solver with the same ridge penalty as STL) transfers
-# from easy to hard tasks through its T×T graph.
+# **Reading the numbers** (they are printed above; this paragraph was written from a run with
+# these seeds and settings, and the asserts check its mechanism claims on every run).
+#
+# * **Who gives.** AMTFL's feedback is cleanly asymmetric in every seed: the easy tasks write into
+#   the features, the hard tasks almost do not (easy/hard ratio of the outgoing norms above 50 in
+#   our run). **Switching the loss weighting off removes this asymmetry**: the ratio falls to about
+#   0.5–2, and in two of our three seeds the hard tasks' rows of A are even *larger* than the easy
+#   ones' (one seed keeps a weak easy > hard order). So it is the loss factor, not the ℓ1 penalty,
+#   that decides who gives; the assert checks the drop of the ratio in every seed.
+# * **Accuracy.** Nobody is near the floors: the easy group sits at two to three times its floor
+#   (≈ 1.0–1.7 against 0.5) and the hard group well above it (≈ 4.7–6.5 against 4.0; 25 noisy
+#   points in 20 dimensions are too few). With every method tuned on the validation draw, AMTFL has the lowest
+#   mean RMSE on both groups in our run, but read the intervals: over 3 seeds the Student-t
+#   intervals are wide, and differences smaller than them are not an ordering. AMTL, now with its
+#   own tuned μ and λ, is close behind AMTFL on the easy group.
+# * **Negative transfer.** The line "worse than STL" counts, per seed, the hard tasks on which a
+#   multi-task method is worse than learning the task alone. With every method tuned, it was 0 for
+#   GO-MTL, AMTL and AMTFL in our seeds; negative transfer shows up with untuned settings (try the
+#   widget in §7, which uses the library defaults α = 1, γ = 0.1).
+# * **Training fit.** AMTFL's *training* RMSE is printed too: on the easy tasks it is near the noise
+#   (≈ 0.5), on the hard tasks well below 4 (the hard tasks overfit their 25 points), which is why
+#   their loss still marks them as unreliable here — unlike the deep demo of §5.
 
 # %%
 last = res["last"]
@@ -221,7 +249,7 @@ print(f"growth from T=10 to T=80: AMTL B-step x{tb[-1] / tb[0]:.0f}, AMTFL step 
 # task's training loss goes to ≈ 0, and the loss stops being a reliability signal.
 
 # %%
-saved = json.loads(RESULTS.read_text())
+saved = load_results(RESULTS.name)     # checks the SHA-256 in data/results/SHA256SUMS
 print(f"command: {saved['command']} ({saved['date']}, torch {saved['torch']})")
 counts = np.array(saved["counts"])
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
@@ -251,12 +279,14 @@ for name in ("Deep-AMTFL (official)", "Deep-AMTFL (kappa=0.1)"):
     print(f"{name} - symmetric on rare classes, paired over seeds: {m:+.3f} ± {ci:.3f} error")
 
 # %% [markdown]
-# **What showed.** Read the printed paired differences: a negative number on the rare classes
-# would be the paper's claim. With the official hyper-parameters the feedback forms only a weak
-# asymmetry by class size, and the rare-class error does not improve reliably over the symmetric
-# network; the stronger size term shapes A by class size much more clearly (right panel), which is
-# the mechanism the paper describes — whether it pays off on rare classes is exactly what the
-# numbers above answer for this setting. We do not claim the paper's deep result here.
+# **What showed.** A negative paired difference on the rare classes would be the paper's claim; the
+# printed differences are not negative. With the official hyper-parameters the feedback forms only
+# a weak asymmetry by class size and the rare-class error is no better than the symmetric
+# network's (the difference is inside its interval). The stronger size term (κ = 0.1) shapes A by
+# class size much more clearly (right panel) — the mechanism the paper describes — but **the remedy
+# hurt**: its mean error is higher than the symmetric network's on the rare classes *and* on the
+# frequent ones (compare the printed means; on the rare classes the paired difference is positive
+# but inside its Student-t interval over 5 seeds). We do not claim the paper's deep result here.
 # Remedies we did **not** try for lack of time: a held-out loss as the reliability signal, and the
 # real MNIST-Imbalanced protocol (it needs MNIST on disk).
 #
@@ -271,9 +301,14 @@ with torch.no_grad():
     o = h @ params["S"] + params["b_S"]
     h_hat = torch.relu(o @ params["A"] + params["b_A"])
 rel = ((h - h_hat).pow(2).sum(1) / h.pow(2).sum(1)).mean().item()
+train_losses = torch.nn.functional.binary_cross_entropy_with_logits(
+    o, torch.nn.functional.one_hot(deep_data.y_train, len(DEEP_COUNTS)).float(), reduction="none").mean(0)
 print(f"relative reconstruction error of the features from the task logits: {rel:.2f}")
+print(f"training loss per task after {600} steps: max {train_losses.max():.4f}, mean {train_losses.mean():.4f} "
+      "(every task memorised: the loss no longer tells reliable tasks from unreliable ones)")
 print("outgoing ||a_t||_1 by class size:", {int(c): round(v, 2) for c, v in zip(deep_data.counts, params["A"].detach().abs().sum(1).tolist())})
 assert torch.isfinite(err).all() and rel < 1.0
+assert train_losses.max() < 0.05                                    # the premise of the explanation above
 
 # %% [markdown]
 # ## 6. Paper results
@@ -291,7 +326,9 @@ assert torch.isfinite(err).all() and rel < 1.0
 # Change the noise of the easy and hard tasks, the number of hard tasks and the training points
 # per task; the models refit (≈ 5 s). Top: AMTFL's |A| and AMTL's graph B. Bottom: per-task RMSE of
 # STL, GO-MTL and AMTFL; red marks tasks where GO-MTL is worse than STL (negative transfer).
-# Toggle the loss weighting to see the asymmetry vanish.
+# Toggle the loss weighting to see the asymmetry vanish. The widget refits with the library's
+# default hyper-parameters (α = 1, γ = 0.1, 500 steps), not the tuned ones of §3, so that a redraw
+# stays fast; its numbers are for exploring, not for comparing methods.
 
 # %%
 def draw_refit(sigma_easy=0.5, sigma_hard=4.0, n_hard=6, n_train=25, loss_weighting=True):
@@ -383,8 +420,9 @@ assert result_2
 # * AMTL penalises each task's *outgoing* transfer in proportion to its loss; AMTFL does the same
 #   for each task's feedback into shared *features* (T×k instead of T×T), via an asymmetric
 #   autoencoder from task predictions back to features.
-# * On the synthetic problem the learned feedback is cleanly asymmetric (easy tasks give) and the
-#   easy tasks gain; switching off the loss weighting removes the asymmetry.
+# * On the synthetic problem the learned feedback is cleanly asymmetric (easy tasks give);
+#   switching off the loss weighting reverses the asymmetry (the hard tasks then give more).
+#   With every method tuned on validation draws, see §3 for which differences exceed the seed spread.
 # * The loss is the reliability signal — when training losses collapse to zero (memorisation in a
 #   small deep problem), the signal collapses too; our deep demo did not reproduce the paper's
 #   rare-class gain.
