@@ -247,6 +247,9 @@ widgets.interactive(draw_sine_adaptation, task=widgets.slider(0, 0, len(sine_tes
 # *Deliberate simplification for the default run:* glyphs downsampled to 14×14 and a 3-block
 # version of the Conv4 learner with 32 channels (the papers use 4 blocks × 64 channels on 28×28).
 # `TUTOR_FULL=1` switches to 28×28, 4 blocks × 64 channels and 10× the steps.
+# *Deviation from MAML's reference code:* our inner loop adapts the batch-norm scale and offset
+# together with the weights; Finn et al.'s code meta-learns them but keeps them fixed in the inner
+# loop (`MAML(..., adapt_bn=False)` follows it).
 
 # %%
 size, channels, blocks, steps = (28, 64, 4, 3000) if FULL else (14, 32, 3, 300)

@@ -74,6 +74,45 @@ def test_deep_objective_reductions_and_size_term():
     assert torch.allclose(size_term(torch.tensor([5, 5, 5]), 0.1), torch.full((3,), 0.1))
 
 
+def test_shallow_reconstruction_term_against_a_loop_over_examples():
+    """||Z - (Z S) A||_F^2 / N with Z = X L stacked over every task's inputs, computed example by example."""
+    x, y, L, S = small_problem(T=3, k=2, d=4, n=5)
+    A = torch.randn(3, 2, generator=torch.Generator().manual_seed(2), dtype=D)
+    _, parts = amtfl_objective(L, S, A, x, y, AMTFLConfig(alpha=0.0, gamma=1.0, mu=0.0, lam=0.0))
+    total, count = 0.0, 0
+    for t in range(3):
+        for i in range(5):
+            z = x[t, i] @ L                              # features of one input (k,)
+            pred = z @ S                                 # the T task predictions from those features
+            rebuilt = pred @ A                           # fed back: (T,) @ (T, k) -> (k,)
+            total += ((z - rebuilt) ** 2).sum().item()
+            count += 1
+    assert abs(parts["recon"].item() - total / count) < 1e-10
+
+
+def test_deep_objective_with_every_term_on_against_a_direct_computation():
+    """alpha, gamma, kappa, mu and lambda all non-zero; A's outgoing norm runs over each task's row."""
+    torch.manual_seed(0)
+    x, y = torch.rand(12, 1, 6, 6, dtype=D), torch.arange(4).repeat(3)
+    counts = torch.tensor([6, 3, 2, 1])
+    cfg = DeepConfig(hidden=(8,), alpha=0.4, gamma=0.3, kappa=0.2, mu=0.01, lam=0.02)
+    trunk, params = deep_init(36, 4, cfg, seed=0)
+    params = {k: ({n: v.detach().double() for n, v in p.items()} if isinstance(p, dict) else p.detach().double())
+              for k, p in params.items()}
+    params["A"] = torch.tensor([[1.0] * 8, [0.0] * 8, [0.5] * 8, [0.0] * 4 + [2.0] * 4], dtype=D)   # rows: 8, 0, 4, 8
+    total, parts = deep_objective(trunk, params, x, y, counts, cfg)
+    h = trunk.embed(params["trunk"], x)
+    o = h @ params["S"] + params["b_S"]
+    bce = torch.stack([torch.nn.functional.binary_cross_entropy_with_logits(o[:, t], (y == t).to(D)) for t in range(4)])
+    size = cfg.kappa / torch.sqrt(counts.to(D) / counts.to(D).mean())
+    outgoing = torch.tensor([8.0, 0.0, 4.0, 8.0], dtype=D)
+    recon = ((h - torch.relu(o @ params["A"] + params["b_A"])) ** 2).sum(1).mean()
+    reg = cfg.mu * params["S"].abs().sum() + cfg.lam / 2 * sum((p ** 2).sum() for p in params["trunk"].values())
+    expected = ((1 + cfg.alpha * outgoing) * (bce + size)).sum() + cfg.gamma * recon + reg
+    assert torch.allclose(parts["outgoing"], outgoing)
+    assert torch.allclose(total, expected, rtol=1e-6), (total.item(), expected.item())
+
+
 def test_amtl_b_step_matches_projected_ista_reference():
     g = torch.Generator().manual_seed(1)
     W = torch.randn(6, 5, generator=g, dtype=D)

@@ -6,7 +6,11 @@ import torch
 from tutor.data.himmelblau import HimmelblauTasks
 from tutor.papers.cts import (
     adaptation_auc,
+    cts_step,
     inner_sgd,
+    meta_fixed_points,
+    reptile_direction,
+    reptile_step,
     run_accurate,
     run_cts,
     run_reptile,
@@ -76,11 +80,48 @@ def test_cts_with_k1_equals_reptile_with_k1():
     assert torch.allclose(fa.phis, fb.phis) and not torch.allclose(fa.phis, a.phis)
 
 
-def test_beta_zero_is_independent_task_training():
+def test_run_cts_equals_an_explicit_loop_with_resets_and_shifts():
+    """CTS written out by hand (reset every K, SGD, Delta = -beta (phi - mean theta), shift) for 7 steps."""
     losses = HimmelblauTasks().losses
-    phi0 = torch.tensor([[3.0, 4.0]], dtype=D)
-    run = run_cts(losses, phi0, 8, 50, 0.02, 0.0, budget=30)
-    assert torch.equal(run.final, phi0)
+    phi0 = torch.tensor([[3.0, 4.0], [-2.0, 9.0]], dtype=D)
+    K, alpha, beta, budget = 3, 0.02, 0.2, 7
+    phi, expected = phi0.clone(), [phi0.clone()]
+    for step in range(budget):
+        if step % K == 0:
+            theta = phi[:, None, :].repeat(1, 8, 1)
+        x = theta.detach().requires_grad_()
+        (g,) = torch.autograd.grad(losses(x).sum(), x)
+        theta = theta - alpha * g
+        delta = -beta * (phi - theta.mean(1))
+        phi, theta = phi + delta, theta + delta[:, None, :]
+        expected.append(phi.clone())
+    assert torch.allclose(run_cts(losses, phi0, 8, K, alpha, beta, budget).phis, torch.stack(expected))
+
+
+def test_cts_step_and_reptile_step():
+    g = torch.Generator().manual_seed(0)
+    phi, theta = torch.randn(2, 3, generator=g, dtype=D), torch.randn(2, 5, 3, generator=g, dtype=D)
+    new_phi, new_theta = cts_step(phi, theta, 0.3)
+    delta = -0.3 * (phi - theta.mean(1))
+    assert torch.allclose(new_phi, phi + delta) and torch.allclose(new_theta, theta + delta[:, None])
+    assert torch.allclose(new_phi, reptile_step(phi, theta, 0.3))         # the same meta-step, plus the shift
+    same_phi, same_theta = cts_step(phi, theta, 0.0)                      # beta = 0: nothing moves
+    assert torch.equal(same_phi, phi) and torch.equal(same_theta, theta)
+    _, unshifted = cts_step(phi, theta, 0.3, shift=False)
+    assert torch.equal(unshifted, theta)
+
+
+def test_meta_fixed_points_stop_when_converged():
+    losses = quadratic([1.0, 0.5])
+    starts = torch.tensor([[2.0, -1.0], [0.5, 0.5]], dtype=D)
+    ends, points, converged = meta_fixed_points(losses, starts, 3, 5, 0.1, 0.5, meta_steps=2000, tol=1e-10)
+    assert converged.all() and len(points) == 1
+    # the fixed point is where mean_t U_K^t(phi) = phi: one more meta-step does not move it
+    assert torch.allclose(reptile_direction(ends, unroll(losses, ends, 5, 0.1, 3)), torch.zeros_like(ends), atol=1e-9)
+    _, _, early = meta_fixed_points(losses, starts, 3, 5, 0.1, 0.5, meta_steps=1, tol=1e-10)
+    assert not early.any()
+    with pytest.raises(ValueError, match="tol"):
+        meta_fixed_points(losses, starts, 3, 5, 0.1, 0.5, tol=0.0)
 
 
 def test_chained_shift_error_grows_as_k_squared():

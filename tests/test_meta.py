@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tutor.data import EpisodeSampler, GaussianClassTasks, SinusoidTasks, stack_episodes
-from tutor.meta import MAML, ProtoNet, Reptile, inner_loop, leaves, prototype_logits
+from tutor.meta import MAML, ProtoNet, Reptile, inner_loop, leaves, meta_sgd, prototype_logits
 from tutor.nets import MLP, Conv4
 
 D = torch.float64
@@ -57,8 +57,10 @@ def test_maml_meta_gradient_matches_finite_differences(first_order):
 
 def test_meta_sgd_learning_rate_gradient_matches_finite_differences():
     net = MLP(4, (6,), ways=3, bn=True)
-    learner = MAML(net, inner_lr=0.2, inner_steps=2, lr_mode="per_parameter", learn_lr=True)
+    learner = meta_sgd(net, inner_lr=0.2, inner_steps=2)
+    assert learner.lr_mode == "per_parameter" and learner.learn_lr
     meta = learner.init(1, dtype=D)
+    assert all(meta["lr"][k].shape == v.shape and meta["lr"][k].requires_grad for k, v in meta["net"].items())
     ep = GaussianClassTasks(dim=4).sample(3, 2, 3, gen=0).to(dtype=D)
     grads, _ = learner.meta_gradient(meta, [ep])
     lr = meta["lr"]["fc1.weight"]

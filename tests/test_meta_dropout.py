@@ -1,5 +1,7 @@
 """Meta-Dropout: reduction to MAML, where noise applies, second-order signal to the generator, MC."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,7 +9,15 @@ import torch.nn.functional as F
 from tutor.data import EpisodeSampler
 from tutor.meta import MAML, inner_loop, leaves
 from tutor.nets import MLP, Conv4
-from tutor.papers.meta_dropout import MetaDropout, MetaDropoutConfig, NoiseHook, init_generator, jensen_gap, multiplier
+from tutor.papers.meta_dropout import (
+    MetaDropout,
+    MetaDropoutConfig,
+    NoiseHook,
+    init_generator,
+    jensen_gap,
+    logit_noise,
+    multiplier,
+)
 from tutor.train import meta_train
 
 D = torch.float64
@@ -48,10 +58,52 @@ def test_noise_only_on_support_and_query_path_is_deterministic():
     # the same seed reproduces the perturbed support forward
     g = [net(theta, x, NoiseHook(phi, cfg, sample=True, gen=torch.Generator().manual_seed(3))) for _ in range(2)]
     assert torch.equal(g[0], g[1])
-    # no logit noise on queries: the query forward equals the gated forward without a head hook
-    rec = {}
-    net(theta, x, NoiseHook(phi, cfg, sample=False, record=rec))
-    assert set(rec) == {"layer1", "layer2"}
+    # no logit noise on queries: the query forward equals a hand-written gated forward whose head is untouched
+    def gates_only(layer, inputs, pre):
+        if layer == "head":
+            return pre
+        w, b = phi[f"gen{layer[-1]}.weight"], phi[f"gen{layer[-1]}.bias"]
+        return pre * F.softplus(F.linear(inputs, w, b))
+    assert torch.allclose(q[0], net(theta, x, gates_only), rtol=0, atol=1e-12)
+    # while the support forward's head does get noise: turning logit noise off changes the logits
+    no_logit = MetaDropoutConfig(logit_noise=False)
+    with_head = net(theta, x, NoiseHook(phi, cfg, sample=True, gen=torch.Generator().manual_seed(3)))
+    without = net(theta, x, NoiseHook(phi, no_logit, sample=True, gen=torch.Generator().manual_seed(3)))
+    assert not torch.allclose(with_head, without)
+
+
+@pytest.mark.parametrize("variant", ["input_dependent", "input_independent", "fixed"])
+def test_logit_noise_is_one_scale_per_example_tiled_over_classes(variant):
+    """Eq. 3: o + kappa * s(h) * eps with s of shape (n, 1): (noisy - o) / eps is constant along classes."""
+    cfg = MetaDropoutConfig(noise=variant, noise_scale=0.7)
+    net = mlp()
+    phi = {k: v + 0.3 * torch.randn_like(v) for k, v in init_generator(net, cfg, 0, dtype=D).items()}
+    h, o = torch.randn(5, 16, dtype=D), torch.randn(5, 3, dtype=D)
+    noisy = logit_noise(phi, cfg, h, o, torch.Generator().manual_seed(4))
+    eps = torch.randn(o.shape, generator=torch.Generator().manual_seed(4), dtype=D)
+    scale = (noisy - o) / (cfg.noise_scale * eps)                                    # (5, 3)
+    if variant == "input_dependent":
+        expected = F.softplus(h @ phi["gen_head.weight"].T + phi["gen_head.bias"])   # (5, 1)
+    elif variant == "input_independent":
+        expected = F.softplus(phi["gen_head.bias"]).expand(5, 1)
+    else:
+        expected = torch.full((5, 1), math.log(2.0), dtype=D)
+    assert torch.allclose(scale, expected.expand(5, 3))
+    if variant == "input_dependent":
+        assert not torch.allclose(scale[:, 0], scale[0, 0].expand(5))               # differs between examples
+
+
+def test_bn_parameters_are_adapted_only_when_asked():
+    ep = batch()[0]
+    for adapt_bn in (True, False):
+        md = MetaDropout(mlp(), MetaDropoutConfig(inner_steps=2, adapt_bn=adapt_bn))
+        maml = MAML(mlp(), inner_lr=0.3, inner_steps=2, adapt_bn=adapt_bn)
+        for learner in (md, maml):
+            meta = learner.init(0, dtype=D)
+            adapted = learner.adapt(meta, ep).params
+            bn = [k for k in adapted if k.startswith("bn")]
+            assert bn and all(torch.equal(adapted[k], meta["net"][k]) != adapt_bn for k in bn)
+            assert not torch.equal(adapted["fc1.weight"], meta["net"]["fc1.weight"])   # weights always adapt
 
 
 def test_multiplier_statistics_and_shapes():
@@ -117,15 +169,18 @@ def test_mc_inner_loss_is_the_mean_of_per_sample_losses():
         inner_loop(net, theta, ep.support_x, ep.support_y, 1, 0.3, mc_samples=0)
 
 
-def test_jensen_bound_and_equality_without_noise():
+def test_jensen_gap_is_zero_without_noise_and_grows_with_the_noise_scale():
     net = mlp()
     theta = net.init(0, dtype=D)
     ep = batch()[0]
-    for kappa in (1.0, 0.0):
+    gaps = []
+    for kappa in (0.0, 0.25, 0.5, 1.0, 2.0):
         cfg = MetaDropoutConfig(noise_scale=kappa)
         lhs, rhs = jensen_gap(net, theta, init_generator(net, cfg, 0, dtype=D), cfg, ep.support_x, ep.support_y,
-                              samples=64, gen=torch.Generator().manual_seed(0))
-        assert lhs >= rhs - 1e-12 and (kappa > 0 or abs(lhs - rhs) < 1e-12)
+                              samples=256, gen=torch.Generator().manual_seed(0))
+        gaps.append(lhs - rhs)
+    assert abs(gaps[0]) < 1e-12                                            # kappa = 0: no noise, equality
+    assert all(a < b for a, b in zip(gaps, gaps[1:])), gaps                 # more noise, a looser bound
 
 
 def test_episode_seeds_make_loop_and_threads_agree():

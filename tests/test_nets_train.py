@@ -52,11 +52,22 @@ def test_hook_before_batch_norm_constant_gain_is_absorbed():
     assert not torch.allclose(base, per_example, atol=1e-3)
 
 
-def test_batch_norm_matches_torch():
+def test_batch_norm_both_paths_match_the_formula_channel_by_channel():
+    """(x - mean_c) / sqrt(var_c + eps) * w_c + b_c with the biased variance over batch and positions."""
     x = torch.randn(7, 3, 5, 5, dtype=D)
     w, b = torch.rand(3, dtype=D), torch.rand(3, dtype=D)
-    ref = torch.nn.functional.batch_norm(x, None, None, w, b, training=True)
-    assert torch.allclose(batch_norm(x, w, b), ref)
+    ref = torch.empty_like(x)
+    for c in range(3):
+        values = x[:, c].flatten()
+        mean = values.sum() / values.numel()
+        var = ((values - mean) ** 2).sum() / values.numel()
+        ref[:, c] = (x[:, c] - mean) / (var + 1e-5).sqrt() * w[c] + b[c]
+    for fused in (True, False):
+        assert torch.allclose(batch_norm(x, w, b, fused=fused), ref, rtol=0, atol=1e-12)
+    h = torch.randn(9, 4, dtype=D)                                   # MLP features: statistics over the batch only
+    ref_h = (h - h.mean(0)) / (h.var(0, unbiased=False) + 1e-5).sqrt()
+    assert torch.allclose(batch_norm(h, None, None, fused=True), ref_h, rtol=0, atol=1e-12)
+    assert torch.allclose(batch_norm(h, None, None, fused=False), ref_h, rtol=0, atol=1e-12)
 
 
 def test_mlp_errors_and_zero_head():

@@ -7,7 +7,7 @@ Everything is a pure function of explicit parameter dicts (see :mod:`tutor.nets`
       theta_k = theta_{k-1} - alpha (.) grad_theta L_support(theta_{k-1})            -> inner_update
 
   ``alpha`` is a scalar (MAML), one scalar per layer, or one tensor per parameter (Meta-SGD,
-  Li et al. 2017, where ``alpha`` is meta-learned); the support loss may weight each example
+  Li et al. 2017, where ``alpha`` is meta-learned: :func:`meta_sgd`); the support loss may weight each example
   (``weights``), as Bayesian TAML's class-balanced inner loss does.           -> inner_loop
 * **MAML meta-objective** (Eq. 3): ``min_theta  sum_tasks L_query(theta_K(theta))``, differentiated
   through the inner loop (second order).  **FOMAML** treats ``d theta_K / d theta`` as the identity
@@ -48,7 +48,7 @@ from tutor.data.episodes import Episode, stack_episodes
 from tutor.nets import in_vmap, layer_of
 
 __all__ = ["inner_update", "inner_loop", "InnerResult", "task_loss_fn", "prototype_logits",
-           "accuracy", "MetaLearner", "MAML", "Reptile", "ProtoNet", "leaves", "detach_params"]
+           "accuracy", "MetaLearner", "MAML", "meta_sgd", "Reptile", "ProtoNet", "leaves", "detach_params"]
 
 Params = dict[str, torch.Tensor]
 
@@ -294,7 +294,14 @@ def _query_metrics(logits, y, per_example, loss_kind) -> tuple[torch.Tensor, dic
 
 
 class MAML(MetaLearner):
-    """MAML (second order), FOMAML (``first_order=True``) and Meta-SGD (``lr_mode="per_parameter"``).
+    """MAML (second order), FOMAML (``first_order=True``) and Meta-SGD (:func:`meta_sgd`, i.e.
+    ``lr_mode="per_parameter", learn_lr=True``: a per-parameter alpha that is meta-learned).
+
+    **Batch-norm parameters and the inner loop.**  ``adapt_bn=True`` (our default) adapts the BN
+    scale and offset in the inner loop together with the weights.  The reference code of MAML
+    (Finn et al.) and of Meta-Dropout meta-learns them but never adapts them: that is
+    ``adapt_bn=False``.  Our default is a deliberate deviation, kept because every shipped result
+    and notebook run was produced with it; the choice affects only networks with batch norm.
 
     Args:
         model: a network from :mod:`tutor.nets`.
@@ -306,11 +313,13 @@ class MAML(MetaLearner):
             ``"per_parameter"`` (a tensor alpha like each parameter, Meta-SGD).
         learn_lr: meta-learn alpha (Meta-SGD learns a per-parameter alpha).
         loss: ``"ce"`` or ``"mse"``.
+        adapt_bn: adapt the batch-norm scale and offset in the inner loop (see above).
     """
 
     def __init__(self, model, inner_lr: float = 0.4, inner_steps: int = 1,
                  eval_steps: int | None = None, first_order: bool = False,
-                 lr_mode: str = "scalar", learn_lr: bool = False, loss: str = "ce"):
+                 lr_mode: str = "scalar", learn_lr: bool = False, loss: str = "ce",
+                 adapt_bn: bool = True):
         if lr_mode not in ("scalar", "per_layer", "per_parameter"):
             raise ValueError(f"lr_mode must be 'scalar', 'per_layer' or 'per_parameter', got {lr_mode!r}")
         if inner_steps < 0 or (eval_steps is not None and eval_steps < 0):
@@ -321,6 +330,11 @@ class MAML(MetaLearner):
         self.model, self.inner_lr, self.inner_steps = model, inner_lr, inner_steps
         self.eval_steps = inner_steps if eval_steps is None else eval_steps
         self.first_order, self.lr_mode, self.learn_lr, self.loss = first_order, lr_mode, learn_lr, loss
+        self.adapt_bn = bool(adapt_bn)
+
+    def adapts(self, name: str) -> bool:
+        """Whether the inner loop adapts parameter ``name`` (all but BN ones when ``adapt_bn=False``)."""
+        return self.adapt_bn or not name.startswith("bn")
 
     def init(self, gen=0, device=None, dtype=torch.float32) -> dict:
         net = self.model.init(gen, device, dtype)
@@ -345,7 +359,7 @@ class MAML(MetaLearner):
         return inner_loop(self.model, meta["net"], episode.support_x, episode.support_y,
                           self.inner_steps if steps is None else steps, self.inner_lr_spec(meta),
                           first_order=self.first_order if first_order is None else first_order,
-                          loss=self.loss, **kwargs)
+                          loss=self.loss, adapt=None if self.adapt_bn else self.adapts, **kwargs)
 
     def task_loss(self, meta, episode):
         adapted = self.adapt(meta, episode).params
@@ -360,6 +374,12 @@ class MAML(MetaLearner):
             _, m = _query_metrics(self.model(adapted, episode.query_x), episode.query_y,
                                   task_loss_fn(self.loss), self.loss)
         return {k: float(v) for k, v in m.items()}
+
+
+def meta_sgd(model, inner_lr: float = 0.4, inner_steps: int = 1, **kwargs) -> MAML:
+    """Meta-SGD (Li et al. 2017): MAML with a meta-learned alpha of the same shape as every parameter
+    (``theta_k = theta_{k-1} - alpha (.) grad``; alpha starts at ``inner_lr``)."""
+    return MAML(model, inner_lr, inner_steps, lr_mode="per_parameter", learn_lr=True, **kwargs)
 
 
 class Reptile(MAML):

@@ -2,16 +2,16 @@
 
     python -m tutor.experiments.cts_glyphs --seeds 0 1 2 --budget 2000
 
-Meta-training tasks: 8 datasets of 20 glyph classes each (in-distribution scripts), all 20
-instances per class (400 examples), each task with its own 20-way head (excluded from the shared
-initialisation phi and kept across resets, as in the official code).  The shared part is an MLP
-trunk 196-128-128 on 14x14 glyphs.  Inner loop: SGD (lr alpha, minibatch 32), horizon K; outer
-rule: Reptile every K steps, or CTS after every step (``tutor.papers.cts``).  Meta-test: held-out scripts
-(the out-of-distribution glyph bank), 6 datasets of 20 classes; fine-tune phi plus a fresh zero head
-on 5 examples per class for 100 full-batch SGD steps, score on the other 15.  Reported: held-out
-accuracy against cumulative inner steps per task, for the same budget for every method.  Tuning:
-every method's meta learning rate beta is chosen from the same grid on validation tasks (held-out
-classes disjoint from the test tasks) at the full budget, seed 0.
+Meta-training tasks: 8 datasets of 20 glyph classes each (in-distribution scripts), all 20 instances
+per class (400 examples), each task with its own 20-way head (excluded from the shared
+initialisation phi and kept across resets, as in the official code). The shared part is an MLP trunk
+196-128-128 on 14x14 glyphs. Inner loop: SGD (lr alpha, minibatch 32), horizon K; outer rule:
+Reptile every K steps, or CTS after every step (``tutor.papers.cts.reptile_step`` / ``cts_step``).
+Meta-test: held-out scripts (the out-of-distribution glyph bank), 6 datasets of 20 classes;
+fine-tune phi plus a fresh zero head on 5 examples per class for 100 full-batch SGD steps, score on
+the other 15. Reported: held-out accuracy against cumulative inner steps per task, for the same
+budget for every method. Tuning: every method's meta learning rate beta is chosen from the same grid
+on validation tasks (held-out classes disjoint from the test tasks) at the full budget, seed 0.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from tutor.data import load_glyphs
-from tutor.papers.cts import reptile_direction
+from tutor.papers.cts import cts_step, reptile_step
 
 __all__ = ["GlyphDatasets", "make_datasets", "trunk_init", "forward", "meta_train", "finetune_accuracy", "main"]
 
@@ -117,10 +117,9 @@ def meta_train(data: GlyphDatasets, method: str, K: int, budget: int, alpha: flo
         trunk, head, loss = _sgd_step(trunk, head, x, y, alpha)
         losses.append(loss)
         if method == "cts":                                     # meta-update every step + shift
-            delta = -beta * reptile_direction(phi, trunk)
-            phi, trunk = phi + delta, trunk + delta
+            phi, trunk = cts_step(phi, trunk, beta)
         elif step % K == 0:                                     # Reptile: once per K steps
-            phi = phi - beta * reptile_direction(phi, trunk)
+            phi = reptile_step(phi, trunk, beta)
         if step % K == 0:
             trunk = phi.expand(tasks, -1).clone()               # reset the learners to phi
         if step in checkpoints:

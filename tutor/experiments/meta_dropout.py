@@ -78,10 +78,12 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--lr-grid", type=float, nargs="+", default=[0.1, 0.3, 0.5])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    p.add_argument("--val-episodes", type=int, default=200)
+    p.add_argument("--test-episodes", type=int, default=300)
     p.add_argument("--out", default="data/results/meta_dropout.json")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    train, val, test = glyph_tasks()
+    train, val, test = glyph_tasks(n_val=args.val_episodes, n_test=args.test_episodes)
     record = {"command": "python -m tutor.experiments.meta_dropout " + " ".join(argv or sys.argv[1:]),
               "date": datetime.date.today().isoformat(), "torch": torch.__version__,
               "python": platform.python_version(), "protocol": __doc__.strip().split("\n\n")[-1],

@@ -10,10 +10,11 @@ after k inner steps from phi.
 
 * **Inner step** (SGD on every task at once)::      theta_t <- theta_t - alpha grad L_t(theta_t)  -> inner_sgd
 * **Reptile** (§3.2): reset theta_t <- phi, K inner steps, then
-  ``phi <- phi - beta (phi - mean_t theta_t)`` -- one meta-update per K inner steps.      -> run_reptile
+  ``phi <- phi - beta (phi - mean_t theta_t)`` -- one meta-update per K inner steps.
+                                                                          -> reptile_step, run_reptile
 * **CTS** (§3.3): reset every K steps; after **every** inner step
   ``Delta = -beta (phi - mean_t theta_t);  phi <- phi + Delta;  theta_t <- theta_t + Delta``
-  (the trajectory shift).                                                                      -> run_cts
+  (the trajectory shift).                                                       -> cts_step, run_cts
 * **Why the shift is valid** (§3.4): ``U_k(phi + Delta) = U_k(phi) + (dU_k/dphi) Delta + O(beta^2)`` with
   ``dU_k/dphi = prod_i (I - alpha H_i) = I + O(alpha h k)``; chaining k-1 shifts gives an error
   ``O(beta alpha h k^2 + beta^2 k)``.  Exact when the Hessian is zero.                         -> shift_error
@@ -39,7 +40,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["inner_sgd", "reptile_direction", "MetaRun", "run_reptile", "run_cts", "run_accurate",
+__all__ = ["inner_sgd", "reptile_direction", "reptile_step", "cts_step", "MetaRun", "run_reptile", "run_cts",
+           "run_accurate",
            "unroll", "adaptation_curve", "adaptation_auc", "steps_to_threshold", "shift_error",
            "trajectory_drift", "meta_fixed_points"]
 
@@ -72,6 +74,23 @@ def unroll(losses: Losses, phi: torch.Tensor, k: int, alpha: float, tasks: int) 
 def reptile_direction(phi: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     """``phi - mean_t theta_t``: the (pseudo-)gradient Reptile descends, ``(..., dim)``."""
     return phi - theta.mean(-2)
+
+
+def reptile_step(phi: torch.Tensor, theta: torch.Tensor, beta: float) -> torch.Tensor:
+    """Reptile's meta-update ``phi - beta (phi - mean_t theta_t)``: ``phi (..., dim)``, ``theta (..., tasks, dim)``."""
+    return phi - beta * reptile_direction(phi, theta)
+
+
+def cts_step(phi: torch.Tensor, theta: torch.Tensor, beta: float, direction: torch.Tensor | None = None,
+             shift: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """CTS after one inner step: ``Delta = -beta * direction``; ``phi + Delta`` and every learner
+    ``theta_t + Delta`` (the trajectory shift; ``shift=False`` leaves the learners where they are).
+
+    ``direction (..., dim)`` defaults to the Reptile direction ``phi - mean_t theta_t``.
+    Returns ``(phi (..., dim), theta (..., tasks, dim))``.
+    """
+    delta = -beta * (reptile_direction(phi, theta) if direction is None else direction)
+    return phi + delta, (theta + delta.unsqueeze(-2) if shift else theta)
 
 
 def _direction(kind: str, losses: Losses, phi: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
@@ -137,10 +156,7 @@ def run_cts(losses: Losses, phi0: torch.Tensor, tasks: int, K: int, alpha: float
         if (spent[-1] % K) == 0:                                            # reset period
             theta = phi.unsqueeze(-2).expand(*phi.shape[:-1], tasks, phi.shape[-1]).clone()
         theta = inner_sgd(losses, theta, alpha)
-        delta = -beta * _direction(direction, losses, phi, theta)          # (starts, dim)
-        phi = phi + delta
-        if shift:
-            theta = theta + delta.unsqueeze(-2)                             # the trajectory shift
+        phi, theta = cts_step(phi, theta, beta, _direction(direction, losses, phi, theta), shift)
         phis.append(phi)
         spent.append(spent[-1] + 1)
     return MetaRun(torch.stack(phis), spent)
@@ -216,10 +232,23 @@ def trajectory_drift(losses: Losses, phi0: torch.Tensor, tasks: int, k_max: int,
 
 
 def meta_fixed_points(losses: Losses, starts: torch.Tensor, tasks: int, K: int, alpha: float, beta: float,
-                      meta_steps: int = 400, decimals: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Iterate the Reptile map from every start; return (endpoints, distinct fixed points)."""
+                      meta_steps: int = 400, decimals: int = 1,
+                      tol: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Iterate the Reptile map from every start until it stops moving.
+
+    A start has converged when its meta-step ``||beta (phi - mean U_K(phi))||`` falls below ``tol``;
+    iteration stops when every start has converged or after ``meta_steps`` steps.  Returns
+    ``(endpoints (n, 2), distinct fixed points (rounded to `decimals`), converged (n,) bool)``.
+    """
+    if meta_steps < 1 or tol <= 0:
+        raise ValueError(f"meta_steps must be >= 1 and tol > 0, got meta_steps={meta_steps}, tol={tol}")
     phi = starts.clone()
+    converged = torch.zeros(phi.shape[0], dtype=torch.bool)
     for _ in range(meta_steps):
-        phi = phi - beta * reptile_direction(phi, unroll(losses, phi, K, alpha, tasks))
+        step = beta * reptile_direction(phi, unroll(losses, phi, K, alpha, tasks))
+        phi = phi - step
+        converged = step.norm(dim=-1) < tol
+        if converged.all():
+            break
     rounded = torch.round(phi * 10 ** decimals) / 10 ** decimals
-    return phi, torch.unique(rounded, dim=0)
+    return phi, torch.unique(rounded, dim=0), converged

@@ -13,7 +13,7 @@ Equations (numbering follows our notes, ``shared/papers/meta_dropout.md`` §3):
       mu^l = W_phi^l * h^{l-1} + b_phi^l        (generator, phi)                -> noise_mean
       z^l  = softplus(mu^l + kappa * eps),  eps ~ N(0, I)                        -> multiplier
       h^l  = pool(ReLU(BN(u^l (.) z^l)))        (noise BEFORE batch norm)        -> NoiseHook
-      logits = o + s (.) eps',  s = softplus(w_phi^T h^L + b_phi)                -> NoiseHook (head)
+      logits = o + s (.) eps',  s = softplus(w_phi^T h^L + b_phi)   (Eq. 3)     -> logit_noise
 
 * **Where noise applies** (§3.1): support examples in the inner loop only.  Query examples use the
   deterministic gate ``softplus(mu)`` and no logit noise.  phi is never adapted in the inner loop.
@@ -27,7 +27,9 @@ Equations (numbering follows our notes, ``shared/papers/meta_dropout.md`` §3):
 Variants (one model, switched by ``MetaDropoutConfig.noise``):
 
 * ``"off"``               -- no multiplication, no logit noise: exactly MAML;
-* ``"fixed"``             -- ``z = softplus(N(0, 1))``, nothing learned;
+* ``"fixed"``             -- ``z = softplus(N(0, 1))``, nothing learned; its logit noise has the
+  constant scale ``s = log 2 = softplus(0)`` (what the learned variants start from; our choice --
+  the paper does not define logit noise for this ablation; ``logit_noise=False`` removes it);
 * ``"input_independent"`` -- ``mu`` a learned per-feature bias (no dependence on x);
 * ``"input_dependent"``   -- Meta-Dropout (the generator above).
 ``noise_scale = 0`` gives the "gate only" model (``softplus(mu)`` on support and query).
@@ -41,6 +43,11 @@ Deliberate simplifications (also stated in notebook 02):
 4. Batch norm uses the current batch's statistics for queries too (transductive, as the official
    code and Finn's MAML); each MC sample is its own forward pass with its own statistics.
 5. The BN layers have a learnable scale as well as the offset (the official code: offset only).
+6. The BN scale and offset are adapted in the inner loop (``MetaDropoutConfig.adapt_bn=True``, our
+   default, as in :class:`tutor.meta.MAML`); the official code meta-learns them without adapting
+   them (``adapt_bn=False``).  Every shipped result used the default.
+7. No meta-gradient clipping in our runs (the official code clips at +-3: pass ``clip=3.0`` to
+   :func:`tutor.train.meta_train` to follow it).
 """
 
 from __future__ import annotations
@@ -56,7 +63,7 @@ from tutor.meta import MAML, _query_metrics, detach_params, task_loss_fn
 from tutor.nets import MLP, Conv4
 
 __all__ = ["MetaDropoutConfig", "init_generator", "noise_mean", "multiplier", "NoiseHook",
-           "MetaDropout", "jensen_gap", "NOISE_VARIANTS"]
+           "MetaDropout", "jensen_gap", "logit_noise", "NOISE_VARIANTS"]
 
 NOISE_VARIANTS = ("off", "fixed", "input_independent", "input_dependent")
 
@@ -83,6 +90,8 @@ class MetaDropoutConfig:
     """S at meta-test (the paper uses 30)."""
     generator_std: float = 0.02
     """Std of the generator's initial weights (official: N(0, 0.02)); biases start at 0."""
+    adapt_bn: bool = True
+    """Adapt the BN scale/offset in the inner loop (ours); ``False`` as in the official code."""
 
     def __post_init__(self):
         if self.noise not in NOISE_VARIANTS:
@@ -159,6 +168,24 @@ def multiplier(mu: torch.Tensor, noise_scale: float, sample: bool,
     return F.softplus(mu + noise_scale * eps)
 
 
+def logit_noise(phi: dict, config: MetaDropoutConfig, embedding: torch.Tensor, logits: torch.Tensor,
+                gen: torch.Generator | None = None) -> torch.Tensor:
+    """Eq. 3: additive noise on the support logits, ``o + kappa * s (.) eps'`` with ``eps' ~ N(0, I)``.
+
+    ``embedding (n, D)``, ``logits (n, ways)``.  The scale ``s (n, 1)`` is one number per example,
+    tiled over the classes: ``softplus(w_phi^T h + b_phi)`` (input-dependent), ``softplus(b_phi)``
+    (input-independent) or the constant ``log 2`` (the "fixed" ablation, see the module docstring).
+    """
+    if config.noise == "input_dependent":
+        s = F.softplus(F.linear(embedding, phi["gen_head.weight"], phi["gen_head.bias"]))   # (n, 1)
+    elif config.noise == "input_independent":
+        s = F.softplus(phi["gen_head.bias"]).expand(logits.shape[0], 1)
+    else:
+        s = torch.full((logits.shape[0], 1), math.log(2.0), dtype=logits.dtype, device=logits.device)
+    eps = torch.randn(logits.shape, generator=gen, dtype=logits.dtype, device=logits.device)
+    return logits + config.noise_scale * s * eps
+
+
 class NoiseHook:
     """The network hook that applies Meta-Dropout to every hidden layer and the head.
 
@@ -178,14 +205,7 @@ class NoiseHook:
         if layer == "head":
             if not (self.sample and cfg.logit_noise) or cfg.noise_scale == 0:
                 return pre
-            if cfg.noise == "input_dependent":
-                s = F.softplus(F.linear(inputs, self.phi["gen_head.weight"], self.phi["gen_head.bias"]))
-            elif cfg.noise == "input_independent":
-                s = F.softplus(self.phi["gen_head.bias"]).expand(pre.shape[0], 1)
-            else:
-                s = torch.full((pre.shape[0], 1), math.log(2.0), dtype=pre.dtype, device=pre.device)
-            eps = torch.randn(pre.shape, generator=self.gen, dtype=pre.dtype, device=pre.device)
-            return pre + cfg.noise_scale * s * eps        # s (batch, 1) is tiled over the classes
+            return logit_noise(self.phi, cfg, inputs, pre, self.gen)
         index = int(layer.removeprefix("layer"))
         mu = noise_mean(self.phi, index, inputs, pre, cfg.noise)
         z = multiplier(mu, cfg.noise_scale, self.sample, self.gen)
@@ -205,7 +225,7 @@ class MetaDropout(MAML):
         self.config = config or MetaDropoutConfig()
         _layer_shapes(model)   # raises for unsupported networks
         super().__init__(model, inner_lr=self.config.inner_lr, inner_steps=self.config.inner_steps,
-                         eval_steps=self.config.eval_steps)
+                         eval_steps=self.config.eval_steps, adapt_bn=self.config.adapt_bn)
 
     def init(self, gen=0, device=None, dtype=torch.float32) -> dict:
         if not isinstance(gen, torch.Generator):

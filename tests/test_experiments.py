@@ -1,0 +1,85 @@
+"""Smoke tests of every experiment driver at a tiny budget: they write the shipped results, so each
+must run end to end and write the fields the notebooks read."""
+
+import json
+
+import pytest
+import torch
+
+from tutor.experiments import load_results, sha256_of
+
+
+def test_amtfl_driver_writes_per_class_errors(tmp_path):
+    from tutor.experiments import amtfl
+
+    out = tmp_path / "amtfl.json"
+    assert amtfl.main(["--seeds", "0", "--steps", "5", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert set(record["errors"]) == set(amtfl.DEEP_METHODS)
+    assert all(len(e) == 1 and len(e[0]) == len(amtfl.DEEP_COUNTS) for e in record["errors"].values())
+    assert record["counts"] == list(amtfl.DEEP_COUNTS) and "command" in record and "date" in record
+
+
+def test_amtfl_tuning_never_touches_the_scored_seeds_and_flags_edges():
+    from tutor.experiments.amtfl import AMTFLConfig, synthetic_comparison, tune_synthetic
+
+    grids = {"STL": {"ridge": [0.1, 1.0]}, "GO-MTL": {"mu": [0.01], "lam": [1.0]},
+             "AMTL": {"mu": [1.0], "lam": [0.1]}, "AMTFL": {"alpha": [1.0], "gamma": [0.1, 1.0]}}
+    tuned = tune_synthetic(AMTFLConfig(steps=20), seeds=(1000,), grids=grids, tasks=4, n_hard=2)
+    assert {m: len(t["grid"]) for m, t in tuned.items()} == {"STL": 2, "GO-MTL": 1, "AMTL": 1, "AMTFL": 2}
+    assert tuned["STL"]["on_edge"] == ["ridge"]                       # a 2-point grid: any choice is an edge
+    assert tuned["GO-MTL"]["on_edge"] == [] and tuned["AMTFL"]["on_edge"] == ["gamma"]   # 1-point axes never count
+    assert tuned["STL"]["chosen"] == min(tuned["STL"]["grid"], key=lambda t: t[1])[0]
+    res = synthetic_comparison([0], AMTFLConfig(steps=20), tuned=tuned, tasks=4, n_hard=2)
+    assert res["STL"][0].shape == (4,) and res["train_rmse"][0].shape == (4,)
+
+
+def test_meta_dropout_driver_tunes_trains_and_scores(tmp_path):
+    from tutor.experiments import meta_dropout
+
+    out = tmp_path / "md.json"
+    assert meta_dropout.main(["--seeds", "0", "--steps", "2", "--lr-grid", "0.1", "0.3", "--variants", "MAML",
+                              "Meta-Dropout", "--val-episodes", "2", "--test-episodes", "3", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert set(record["tuning"]) == {"MAML", "Meta-Dropout"}
+    assert {(r["variant"], r["S"]) for r in record["runs"]} == {("MAML", 1), ("Meta-Dropout", 1), ("Meta-Dropout", 10)}
+    assert all(len(r["scores"]) == 3 for r in record["runs"])
+
+
+def test_cts_glyphs_driver_records_checkpoints(tmp_path):
+    from tutor.experiments import cts_glyphs
+
+    out = tmp_path / "cts.json"
+    assert cts_glyphs.main(["--seeds", "0", "--budget", "20", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["checkpoints"] == [0, 20] and set(record["results"]) == set(cts_glyphs.METHODS)
+    assert set(record["tuning"]["chosen"]) == set(cts_glyphs.METHODS)
+
+
+def test_cts_glyphs_meta_train_uses_the_paper_modules_steps():
+    """CTS with beta = 0 never moves phi; Reptile with K larger than the budget never moves phi; CTS with
+    beta > 0 does."""
+    from tutor.experiments import cts_glyphs
+
+    data = cts_glyphs.make_datasets(seed=0, tasks=2, test_tasks=1, val_tasks=1, ways=3)
+    frozen = cts_glyphs.meta_train(data, "cts", 5, 6, beta=0.0, checkpoints=(6,))
+    assert torch.equal(frozen[6], frozen[0])
+    idle = cts_glyphs.meta_train(data, "reptile", 10, 6, beta=0.5, checkpoints=(6,))
+    assert torch.equal(idle[6], idle[0])
+    moved = cts_glyphs.meta_train(data, "cts", 5, 6, beta=0.5, checkpoints=(6,))
+    assert not torch.equal(moved[6], moved[0])
+    with pytest.raises(ValueError, match="method must be"):
+        cts_glyphs.meta_train(data, "leap", 5, 6)
+
+
+def test_load_results_verifies_the_checksum(tmp_path):
+    (tmp_path / "r.json").write_text('{"a": 1}')
+    with pytest.raises(FileNotFoundError, match="no checksum"):
+        load_results("r.json", tmp_path)
+    (tmp_path / "SHA256SUMS").write_text(f"{sha256_of(tmp_path / 'r.json')}  r.json\n")
+    assert load_results("r.json", tmp_path) == {"a": 1}
+    (tmp_path / "r.json").write_text('{"a": 2}')
+    with pytest.raises(ValueError, match="does not match its checksum"):
+        load_results("r.json", tmp_path)
+    for name in ("amtfl_deep.json", "meta_dropout.json", "cts_glyphs.json"):   # the shipped files are intact
+        assert "command" in load_results(name)
