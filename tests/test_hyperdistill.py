@@ -279,3 +279,20 @@ def test_bad_input_is_rejected_with_clear_errors():
         meta_train(HyperDistillConfig(), "rmd")
     with pytest.raises(ValueError, match="batch"):
         HyperDistillConfig(batch=20, shots=10)
+
+
+def test_experiment_driver_smoke(tmp_path):
+    import json
+
+    from tutor.experiments import hyperdistill as driver
+
+    out = tmp_path / "hd.json"
+    assert driver.main(["--seeds", "0", "1", "--inner-opts", "1", "--meta-batch", "2", "--inner-steps", "3",
+                        "--n-tasks", "4", "--out", str(out)]) == 0
+    rec = json.loads(out.read_text())
+    assert {"command", "date", "torch", "tuning", "results", "gamma_ablation"} <= set(rec)
+    for m in driver.HEADLINE:
+        assert rec["tuning"]["chosen"][m] > 0
+        rows = rec["results"][m]
+        assert len(rows) == 2 and all(len(r["per_task"]) == 4 for r in rows)
+        assert all(abs(sum(r["per_task"]) / 4 - r["mse"]) < 1e-5 for r in rows)
