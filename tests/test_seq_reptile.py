@@ -1,0 +1,305 @@
+"""Sequential Reptile: the second-order expansion, its identities, reductions, baselines, toys, errors."""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from tutor.papers import cts
+from tutor.papers.seq_reptile import (
+    InnerOptimizer,
+    conflict_energy,
+    cosine_matrix,
+    cyclic_order,
+    expansion_terms,
+    gradvac,
+    meta_gradient,
+    mtl_gradient,
+    oracle,
+    pair_inner_products,
+    parallel_reptile_step,
+    pcgrad,
+    product_tasks,
+    quadratic_tasks,
+    random_order,
+    run_toy,
+    seq_reptile_step,
+    sequential_trajectory,
+    surrogate_loss,
+    task_gradients,
+    wells_tasks,
+)
+
+D = torch.float64
+
+
+def quad(T=3, dim=5, seed=0):
+    losses, A, c = quadratic_tasks(T, dim, torch.Generator().manual_seed(seed))
+    return losses, A, c, oracle(losses, T)
+
+
+def residual(grad_fn, phi, order, alpha, terms):
+    theta, _ = sequential_trajectory(grad_fn, phi, order, InnerOptimizer("sgd", alpha))
+    pred = terms["zeroth"] + alpha * (terms["inter"] + terms["intra"])
+    return (meta_gradient(phi, theta, alpha) - pred).norm().item()
+
+
+def test_expansion_residual_shrinks_like_alpha_squared():
+    _, _, _, g = quad()
+    phi = torch.randn(5, generator=torch.Generator().manual_seed(1), dtype=D)
+    order = torch.tensor([0, 2, 1, 0, 1, 2])
+    terms = expansion_terms(g, phi, order)
+    alphas = [0.04, 0.02, 0.01, 0.005]
+    res = [residual(g, phi, order, a, terms) for a in alphas]
+    slopes = [math.log2(res[i] / res[i + 1]) for i in range(3)]
+    assert all(1.8 < s < 2.2 for s in slopes), slopes
+    assert res[-1] > 0                                               # second order is really there
+
+
+def test_expansion_hessian_terms_match_closed_form_on_quadratics():
+    _, A, c, g = quad()
+    phi = torch.randn(5, generator=torch.Generator().manual_seed(2), dtype=D)
+    order = torch.tensor([1, 1, 0, 2])
+    terms = expansion_terms(g, phi, order)
+    gt = torch.einsum("tij,tj->ti", A, phi - c)                        # g_t = A_t (phi - c_t)
+    inter = torch.zeros(5, dtype=D)
+    intra = torch.zeros(5, dtype=D)
+    for k in range(4):
+        for j in range(k):
+            v = -A[order[k]] @ gt[order[j]]
+            if order[j] == order[k]:
+                intra += v
+            else:
+                inter += v
+    assert torch.allclose(terms["inter"], inter, atol=1e-12) and torch.allclose(terms["intra"], intra, atol=1e-12)
+    assert torch.allclose(terms["zeroth"], gt[order].sum(0), atol=1e-12)
+
+
+def test_permutation_average_equals_half_gradient_of_pairwise_inner_products():
+    losses, _, _, g = quad(T=3, dim=4, seed=3)
+    phi = torch.randn(4, generator=torch.Generator().manual_seed(4), dtype=D)
+    base = [0, 1, 2, 0]
+    orders = list(itertools.permutations(base))
+    avg = torch.zeros(4, dtype=D)
+    for o in orders:
+        t = expansion_terms(g, phi, torch.tensor(o))
+        avg -= (t["inter"] + t["intra"]) / len(orders)               # mean of sum_{j<k} H_{t_k} g_{t_j}
+    x = phi.clone().requires_grad_()
+    xe = x.expand(3, 4)
+    (gt,) = torch.autograd.grad(losses(xe, torch.arange(3)).sum(), xe, create_graph=True)
+    pairs = pair_inner_products(gt, torch.tensor([2, 1, 1]))
+    (half_grad,) = torch.autograd.grad(0.5 * (pairs["inter"] + pairs["intra"]), x)
+    assert torch.allclose(avg, half_grad, atol=1e-12)
+    # and the surrogate's gradient is the averaged first-order MG: sum_k g_k - alpha * avg
+    alpha = 0.01
+    xs = phi.clone().requires_grad_()
+    (sg,) = torch.autograd.grad(surrogate_loss(losses, xs, torch.tensor([2, 1, 1]), alpha, create_graph=True), xs)
+    zeroth = expansion_terms(g, phi, torch.tensor(base))["zeroth"]
+    assert torch.allclose(sg, zeroth - alpha * avg, atol=1e-12)
+
+
+def test_K_equals_T_identity_of_pairwise_inner_products():
+    gen = torch.Generator().manual_seed(5)
+    gt = torch.randn(4, 6, generator=gen, dtype=D)
+    order = random_order(4, 4, gen)
+    seq = gt[order]
+    pairwise = sum(seq[j] @ seq[k] for k in range(4) for j in range(k))
+    identity = 0.5 * (gt.sum(0).pow(2).sum() - gt.pow(2).sum())
+    pairs = pair_inner_products(gt, torch.ones(4, dtype=torch.long))
+    assert abs(pairwise - identity) < 1e-12 and abs(pairs["inter"] - identity) < 1e-12 and pairs["intra"] == 0
+
+
+def test_pair_inner_products_counts_every_ordered_pair_once():
+    gen = torch.Generator().manual_seed(6)
+    gt = torch.randn(3, 4, generator=gen, dtype=D)
+    order = torch.tensor([2, 0, 2, 1, 0, 2])
+    seq = gt[order]
+    inter = sum(seq[j] @ seq[k] for k in range(6) for j in range(k) if order[j] != order[k])
+    intra = sum(seq[j] @ seq[k] for k in range(6) for j in range(k) if order[j] == order[k])
+    pairs = pair_inner_products(gt, torch.bincount(order, minlength=3))
+    assert abs(pairs["inter"] - inter) < 1e-12 and abs(pairs["intra"] - intra) < 1e-12
+
+
+def test_one_task_seq_reptile_is_standard_reptile():
+    losses, _, _, g = quad(T=1, dim=3, seed=7)
+    phi = torch.randn(2, 3, generator=torch.Generator().manual_seed(8), dtype=D)
+    K, alpha, eta = 5, 0.1, 0.3
+    new, _ = seq_reptile_step(g, phi, torch.zeros(K, dtype=torch.long), InnerOptimizer("sgd", alpha), eta)
+    one = lambda x: losses(x, torch.tensor([0]))                    # noqa: E731  (cts's (..., tasks, dim) form)
+    reference = cts.reptile_step(phi, cts.unroll(one, phi, K, alpha, 1), eta)
+    assert torch.allclose(new, reference, atol=1e-13)
+    par = parallel_reptile_step(g, phi, 1, K, InnerOptimizer("sgd", alpha), eta)
+    assert torch.allclose(par, reference, atol=1e-13)
+
+
+def test_parallel_reptile_is_reptile_averaged_over_tasks():
+    losses, _, _, g = quad(T=3, dim=3, seed=9)
+    phi = torch.randn(4, 3, generator=torch.Generator().manual_seed(10), dtype=D)
+    par = parallel_reptile_step(g, phi, 3, 4, InnerOptimizer("sgd", 0.1), 0.5)
+    every = lambda x: losses(x, torch.arange(3))                    # noqa: E731
+    assert torch.allclose(par, cts.reptile_step(phi, cts.unroll(every, phi, 4, 0.1, 3), 0.5), atol=1e-13)
+
+
+def test_eta_one_is_sequential_sgd_and_K_one_is_one_sgd_step():
+    _, A, c, g = quad(seed=11)
+    phi = torch.randn(5, generator=torch.Generator().manual_seed(12), dtype=D)
+    order = torch.tensor([2, 0, 1, 1, 0])
+    alpha = 0.07
+    new, grads = seq_reptile_step(g, phi, order, InnerOptimizer("sgd", alpha), 1.0)
+    x = phi.clone()
+    for k, t in enumerate(order):
+        gk = A[t] @ (x - c[t])
+        assert torch.allclose(grads[k], gk, atol=1e-13)
+        x = x - alpha * gk
+    assert torch.allclose(new, x, atol=1e-13)
+    one, _ = seq_reptile_step(g, phi, torch.tensor([1]), InnerOptimizer("sgd", alpha), 1.0)
+    assert torch.allclose(one, phi - alpha * A[1] @ (phi - c[1]), atol=1e-13)
+    still, _ = seq_reptile_step(g, phi, order, InnerOptimizer("sgd", alpha), 0.0)
+    assert torch.equal(still, phi)
+
+
+def test_parallel_reptile_has_no_inter_task_term():
+    _, _, _, g = quad(seed=13)
+    phi = torch.randn(5, generator=torch.Generator().manual_seed(14), dtype=D)
+    k = 3
+    terms = [expansion_terms(g, phi, torch.full((k,), t)) for t in range(3)]
+    assert all(t["inter"].abs().max() == 0 for t in terms)
+    zeroth = sum(t["zeroth"] for t in terms) / 3
+    intra = sum(t["intra"] for t in terms) / 3
+    mixed = expansion_terms(g, phi, torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2]))
+    res, res_mixed = [], []
+    for a in (0.02, 0.01, 0.005):
+        par = parallel_reptile_step(g, phi, 3, k, InnerOptimizer("sgd", a), 1.0)
+        mg = meta_gradient(phi, par, a)                               # (phi - mean_t theta^t) / alpha
+        res.append((mg - (zeroth + a * intra)).norm().item())
+        with_inter = (mixed["zeroth"] + a * (mixed["inter"] + mixed["intra"])) / 3
+        res_mixed.append((mg - with_inter).norm().item())
+    assert 3.5 < res[0] / res[1] < 4.5 and 3.5 < res[1] / res[2] < 4.5    # only O(alpha^2) is left
+    assert res_mixed[2] > 10 * res[2]                                       # an inter-task term would not fit
+
+
+def test_inner_adam_and_adamw_match_torch_optimisers():
+    _, _, _, g = quad(seed=15)
+    phi = torch.randn(5, generator=torch.Generator().manual_seed(16), dtype=D)
+    order = torch.tensor([0, 1, 2, 2, 1, 0, 1])
+    for kind, cls in (("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)):
+        theta, _ = sequential_trajectory(g, phi, order, InnerOptimizer(kind, 0.05, weight_decay=0.1))
+        p = phi.clone().requires_grad_()
+        opt = cls([p], lr=0.05, weight_decay=0.1)
+        for t in order:
+            p.grad = g(p.detach().unsqueeze(0), t.view(1)).squeeze(0)
+            opt.step()
+        assert torch.allclose(theta, p.detach(), atol=1e-12), kind
+
+
+def test_closed_form_toy_gradients_match_autograd():
+    p = torch.randn(7, 3, 2, generator=torch.Generator().manual_seed(17), dtype=D)
+    for losses in (product_tasks((1.0, 3.0, -2.0)), wells_tasks(3)):
+        tasks = torch.tensor([2, 0, 1])
+        x = p.clone().requires_grad_()
+        (auto,) = torch.autograd.grad(losses(x, tasks).sum(), x)
+        assert torch.allclose(losses.grad(p, tasks), auto, atol=1e-12)
+
+
+def test_pcgrad_removes_exactly_the_conflicting_component():
+    g1 = torch.tensor([1.0, 0.0], dtype=D)
+    g2 = torch.tensor([-1.0, 1.0], dtype=D)
+    out = pcgrad(torch.stack([g1, g2]))
+    p1 = g1 - (g1 @ g2) / (g2 @ g2) * g2                              # g1 minus its component along g2
+    p2 = g2 - (g2 @ g1) / (g1 @ g1) * g1
+    assert abs(p1 @ g2) < 1e-15 and abs(p2 @ g1) < 1e-15
+    assert torch.allclose(out, p1 + p2, atol=1e-15)
+    agree = torch.tensor([[1.0, 0.2], [0.5, 1.0]], dtype=D)             # no conflict: the plain sum
+    assert torch.allclose(pcgrad(agree), mtl_gradient(agree))
+    batched = torch.randn(5, 3, 4, generator=torch.Generator().manual_seed(18), dtype=D)
+    assert torch.allclose(pcgrad(batched), torch.stack([pcgrad(b) for b in batched]), atol=1e-14)
+
+
+def test_gradvac_sets_the_target_cosine_and_reduces_to_pcgrad():
+    gen = torch.Generator().manual_seed(19)
+    g = torch.randn(3, 5, generator=gen, dtype=D)
+    zero = torch.zeros(3, 3, dtype=D)
+    out, new = gradvac(g, zero, beta=0.0)
+    assert torch.allclose(out, pcgrad(g), atol=1e-12) and torch.equal(new, zero)
+    g2 = torch.tensor([[1.0, 0.0, 0.0], [-0.2, 1.0, 0.3]], dtype=D)     # cos about -0.19 < target 0.5
+    target = torch.full((2, 2), 0.5, dtype=D)
+
+    def vaccinate(gi, gj):                                             # the pair rule, written out
+        c = gi @ gj / (gi.norm() * gj.norm())
+        w = gi.norm() * (0.5 * (1 - c ** 2).sqrt() - c * math.sqrt(0.75)) / (gj.norm() * math.sqrt(0.75))
+        return gi + w * gj
+    new0, new1 = vaccinate(g2[0], g2[1]), vaccinate(g2[1], g2[0])
+    assert abs(new0 @ g2[1] / (new0.norm() * g2[1].norm()) - 0.5) < 1e-12     # the pair now sits at the target
+    assert torch.allclose(gradvac(g2, target, 0.0)[0], new0 + new1, atol=1e-13)
+    _, ema = gradvac(g2, target, beta=0.25)
+    assert torch.allclose(ema, 0.75 * target + 0.25 * cosine_matrix(g2), atol=1e-14)
+
+
+def test_diagnostics_shapes_and_values():
+    g = torch.tensor([[[3.0, 4.0], [0.0, 1.0]]], dtype=D)                 # (1 start, 2 tasks, 2)
+    assert conflict_energy(g).item() == 26.0
+    assert torch.allclose(cosine_matrix(g)[0], torch.tensor([[1.0, 0.8], [0.8, 1.0]], dtype=D))
+    _, _, _, gf = quad()
+    assert task_gradients(gf, torch.zeros(4, 2, 5, dtype=D), 3).shape == (4, 2, 3, 5)
+
+
+def test_orders():
+    gen = torch.Generator().manual_seed(20)
+    o = random_order(3, 9, gen)
+    assert torch.equal(torch.bincount(o, minlength=3), torch.tensor([3, 3, 3]))
+    assert torch.equal(cyclic_order(3, 5), torch.tensor([0, 1, 2, 0, 1]))
+    again = random_order(3, 9, torch.Generator().manual_seed(20))
+    assert torch.equal(o, again)
+
+
+def test_toy_A_mtl_conserves_balance_and_seq_reptile_balances_with_lower_energy():
+    losses = product_tasks((1.0, 3.0))
+    starts = torch.tensor([[4.0, 0.2], [0.3, 3.0], [2.5, 0.5]], dtype=D)
+    mtl = run_toy("MTL", losses, starts, 2, 6000, alpha=0.008, K=2, eta=0.5)          # MTL lr 0.004
+    b0 = starts[:, 0] ** 2 - starts[:, 1] ** 2
+    bf = mtl.final[:, 0] ** 2 - mtl.final[:, 1] ** 2
+    assert (bf - b0).abs().max() < 1e-2
+    assert ((mtl.final[:, 0] * mtl.final[:, 1]) - 2).abs().max() < 1e-3          # it did reach the valley
+    seq = run_toy("Seq-Reptile", losses, starts, 2, 4000, alpha=0.05, K=2, eta=0.5)
+    bs = seq.final[:, 0] ** 2 - seq.final[:, 1] ** 2
+    assert bs.abs().max() < 1e-2
+    assert (seq.energy[-1] < mtl.energy[-1]).all()
+    # the vectorised run equals one run per start
+    single = run_toy("Seq-Reptile", losses, starts[1:2], 2, 50, alpha=0.05, K=2, eta=0.5)
+    batch = run_toy("Seq-Reptile", losses, starts, 2, 50, alpha=0.05, K=2, eta=0.5)
+    assert torch.allclose(single.phis[:, 0], batch.phis[:, 1], atol=1e-14)
+
+
+def test_toy_B_conflict_energy_ordering_on_the_compromise_basin():
+    losses = wells_tasks(3)
+    starts = torch.cartesian_prod(torch.linspace(2.5, 5.5, 4, dtype=D), torch.linspace(-1.5, 1.5, 4, dtype=D))
+    runs = {m: run_toy(m, losses, starts, 3, 300, alpha=0.3, K=12, eta=0.5)
+            for m in ("MTL", "Seq-Reptile", "Parallel Reptile")}
+    e = {m: r.energy[-1].mean().item() for m, r in runs.items()}
+    assert e["Seq-Reptile"] < e["MTL"] < e["Parallel Reptile"], e
+
+
+def test_bad_input_is_a_clear_error():
+    _, _, _, g = quad()
+    phi = torch.zeros(5, dtype=D)
+    inner = InnerOptimizer("sgd", 0.1)
+    with pytest.raises(ValueError, match="non-empty"):
+        sequential_trajectory(g, phi, [], inner)
+    with pytest.raises(ValueError, match=r"unknown task\(s\) \[3\]"):
+        sequential_trajectory(g, phi, [0, 3], inner)
+    with pytest.raises(TypeError, match="integers"):
+        sequential_trajectory(g, phi, [0.0, 1.0], inner)
+    bad = oracle(lambda x, t: x.sum(-1) / 0.0, 2)
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        sequential_trajectory(bad, torch.zeros(3, dtype=D), [0, 1], inner)
+    with pytest.raises(ValueError, match="eta"):
+        seq_reptile_step(g, phi, [0], inner, 1.5)
+    with pytest.raises(ValueError, match="kind"):
+        InnerOptimizer("rmsprop")
+    with pytest.raises(ValueError, match="method"):
+        run_toy("MAML", product_tasks(), phi[:2].view(1, 2), 2, 1, 0.1, 2, 0.5)
+    with pytest.raises(ValueError, match="order"):
+        run_toy("Seq-Reptile", product_tasks(), phi[:2].view(1, 2), 2, 1, 0.1, 2, 0.5, order="sorted")
+    with pytest.raises(FloatingPointError, match="diverged"):
+        sequential_trajectory(g, torch.full((5,), 1e3, dtype=D), [0] * 200, InnerOptimizer("sgd", 50.0))
