@@ -109,6 +109,8 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     overrides = {k: v for k, v in {"inner_opts": args.inner_opts, "meta_batch": args.meta_batch,
                                    "inner_steps": args.inner_steps}.items() if v is not None}
+    if "inner_steps" in overrides:                    # N.IFT runs in the last K <= T steps
+        overrides["neumann_last"] = min(HyperDistillConfig.neumann_last, overrides["inner_steps"])
     cfg = HyperDistillConfig(**overrides)
     print("tuning the hyper learning rate on validation tasks:", flush=True)
     tuning = tune_hyper_lr(cfg, n_val=args.n_tasks)
