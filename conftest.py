@@ -11,6 +11,7 @@ from pathlib import Path
 
 os.environ["TUTOR_NO_NETWORK"] = "1"
 os.environ["TUTOR_HEADLESS"] = "1"
+os.environ["TUTOR_WIDGET_SWEEP"] = "1"          # widgets also draw at every control's extremes
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ["TUTOR_PROGRESS"] = "0"          # no progress bars: they flood the kernel's output channel

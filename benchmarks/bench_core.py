@@ -5,6 +5,7 @@ Usage (from the repository root, after ``pip install -e .[bench]``)::
     python benchmarks/bench_core.py                 # the full grid (~10-15 min on 2 cores)
     python benchmarks/bench_core.py --quick         # 5-way, meta-batch 32, 1 inner step only
     python benchmarks/bench_core.py --threads 2     # intra-op threads for every implementation
+    python benchmarks/bench_core.py --device cuda --impls loop,threads,vmap   # on a GPU (MB = peak CUDA memory)
 
 For every configuration (ways, meta-batch, inner steps, first/second order) it first checks in
 float64 that tutor's meta-gradient equals higher's (relative error < 1e-8), then times one
@@ -125,12 +126,15 @@ def check_gradients(ways, meta_batch, steps, first_order) -> float:
     return (num / den).item()
 
 
-def time_one(impl, ways, meta_batch, steps, first_order, threads, min_seconds=4.0, min_iters=2) -> dict:
+def time_one(impl, ways, meta_batch, steps, first_order, threads, device="cpu", min_seconds=4.0,
+             min_iters=2) -> dict:
     torch.set_num_threads(threads)
+    dev = torch.device(device)
     batch, _ = make(ways, meta_batch, torch.float32)
+    batch = batch.to(dev)
     learner = MAML(Conv4(hidden=64, ways=ways), inner_lr=INNER_LR, inner_steps=steps, first_order=first_order)
-    meta = learner.init(0)
-    model = ModuleConv4(ways)
+    meta = learner.init(0, device=dev)
+    model = ModuleConv4(ways).to(dev)
     model.load_from(meta["net"])
 
     def step():
@@ -138,6 +142,8 @@ def time_one(impl, ways, meta_batch, steps, first_order, threads, min_seconds=4.
             higher_meta_gradient(model, batch, steps, first_order)
         else:
             learner.meta_gradient(meta, batch, impl, workers=2)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
 
     step()  # warm-up
     t0, n = time.perf_counter(), 0
@@ -145,6 +151,8 @@ def time_one(impl, ways, meta_batch, steps, first_order, threads, min_seconds=4.
         step()
         n += 1
     it_s = n / (time.perf_counter() - t0)
+    if dev.type == "cuda":
+        return {"it_s": it_s, "peak_mb": torch.cuda.max_memory_allocated(dev) / 2**20}
     return {"it_s": it_s, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -153,6 +161,7 @@ def main():
     p.add_argument("--quick", action="store_true")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--impls", default="higher,loop,threads,vmap")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (MB is then peak CUDA memory)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -164,10 +173,13 @@ def main():
     else:
         grid = list(itertools.product((5, 20), (4, 32), (1, 5), (False, True)))
     impls = args.impls.split(",")
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, intra-op threads {args.threads}, "
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit("--device cuda was asked for but no CUDA GPU is present (torch.cuda.is_available() is False)")
+    where = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"{os.cpu_count()} CPUs"
+    print(f"torch {torch.__version__}, {where}, intra-op threads {args.threads}, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
     header = f"{'ways':>4} {'batch':>5} {'steps':>5} {'order':>5} | {'grad rel.err':>12} | " + \
-             " | ".join(f"{i:>17}" for i in impls) + " | threads/higher"
+             " | ".join(f"{i:>17}" for i in impls) + " | threads/higher (or /loop)"
     print(header)
     print(f"{'':>25} | {'':>12} | " + " | ".join(f"{'it/s':>8} {'MB':>8}" for _ in impls))
     for ways, mb, steps, fo in grid:
@@ -175,15 +187,17 @@ def main():
         assert err < 1e-8, f"meta-gradients disagree: relative error {err:.2e}"
         row = {}
         for impl in impls:
-            if impl == "vmap" and ways == 20:
+            if impl == "vmap" and ways == 20 and args.device == "cpu":
                 row[impl] = None
                 continue
-            cfg = dict(impl=impl, ways=ways, meta_batch=mb, steps=steps, first_order=fo, threads=args.threads)
+            cfg = dict(impl=impl, ways=ways, meta_batch=mb, steps=steps, first_order=fo, threads=args.threads,
+                       device=args.device)
             out = subprocess.run([sys.executable, __file__, "--child", json.dumps(cfg)],
                                  capture_output=True, text=True)
             row[impl] = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else None
         cells = " | ".join(f"{r['it_s']:8.2f} {r['peak_mb']:8.0f}" if r else f"{'n/a':>17}" for r in row.values())
-        ratio = (row["threads"]["it_s"] / row["higher"]["it_s"]) if row.get("threads") and row.get("higher") \
+        base = "higher" if row.get("higher") else "loop"
+        ratio = (row["threads"]["it_s"] / row[base]["it_s"]) if row.get("threads") and row.get(base) \
             else float("nan")
         print(f"{ways:>4} {mb:>5} {steps:>5} {'1st' if fo else '2nd':>5} | {err:12.1e} | {cells} | {ratio:6.2f}x",
               flush=True)

@@ -198,6 +198,7 @@ def test_widget_headless_draws_once_at_defaults(monkeypatch):
     from tutor import widgets
 
     monkeypatch.setenv("TUTOR_HEADLESS", "1")
+    monkeypatch.setenv("TUTOR_WIDGET_SWEEP", "0")
     calls = []
     out = widgets.interactive(lambda a, b, c, d: calls.append((a, b, c, d)) or "drawn",
                               a=widgets.slider(2, 1, 5), b=widgets.dropdown("x", ["x", "y"]),
@@ -207,6 +208,29 @@ def test_widget_headless_draws_once_at_defaults(monkeypatch):
         widgets.slider(9, 1, 5)
     monkeypatch.setenv("TUTOR_HEADLESS", "0")
     assert widgets.is_headless()       # no IPython kernel in pytest
+
+
+def test_widget_sweep_draws_every_extreme_and_names_a_failing_control(monkeypatch):
+    from tutor import widgets
+
+    monkeypatch.setenv("TUTOR_HEADLESS", "1")
+    monkeypatch.setenv("TUTOR_WIDGET_SWEEP", "1")
+    calls = []
+    controls = dict(a=widgets.slider(2, 1, 5), f=widgets.slider(0.1, 0.01, 1.0, log=True),
+                    b=widgets.dropdown("x", ["x", "y", "z"]), c=widgets.toggle(True), d=7)
+    out = widgets.interactive(lambda a, f, b, c, d: calls.append((a, f, b, c, d)) or "drawn", **controls)
+    assert out == "drawn" and calls[0] == (2, 0.1, "x", True, 7)             # the defaults first
+    assert sorted(map(str, calls[1:])) == sorted(map(str, [(1, 0.1, "x", True, 7), (5, 0.1, "x", True, 7),
+                                                           (2, 0.01, "x", True, 7), (2, 1.0, "x", True, 7),
+                                                           (2, 0.1, "y", True, 7), (2, 0.1, "z", True, 7),
+                                                           (2, 0.1, "x", False, 7)]))
+
+    def fragile(a=2):
+        if a == 5:
+            raise IndexError("out of range")
+
+    with pytest.raises(RuntimeError, match="fragile failed with a=5"):
+        widgets.interactive(fragile, a=widgets.slider(2, 1, 5))
 
 
 def test_student_copy_has_no_solution_cells(tmp_path):
@@ -223,6 +247,26 @@ def test_student_copy_has_no_solution_cells(tmp_path):
     tags = [c.metadata.get("tags", []) for c in nb.cells]
     assert not any("solution" in t for t in tags) and any("exercise" in t for t in tags)
     assert "return 42" not in out[0].read_text() and len(nb.cells) == 4
+    assert build_student_copies(tmp_path / "src", tmp_path / "student")       # rebuilding student copies is fine
+
+
+def test_student_copies_never_destroy_instructor_notebooks(tmp_path):
+    from tutor.course import build_student_copies, main
+
+    src = tmp_path / "src"
+    src.mkdir()
+    original = '# %%\nx = 1\n\n# %% tags=["solution"]\ny = 2\n'
+    (src / "00_demo.py").write_text(original)
+    for target in (src, src / "student"):                                     # the source itself, or inside it
+        with pytest.raises(ValueError, match="inside it"):
+            build_student_copies(src, target)
+    assert main(["student", str(src), str(src)]) == 2
+    other = tmp_path / "other"                                                # a folder of instructor notebooks
+    other.mkdir()
+    (other / "00_demo.py").write_text(original)
+    with pytest.raises(ValueError, match="solution cells"):
+        build_student_copies(src, other)
+    assert (src / "00_demo.py").read_text() == original and (other / "00_demo.py").read_text() == original
 
 
 def test_network_guard_refuses_outside_connections():

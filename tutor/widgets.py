@@ -4,6 +4,11 @@
 Notebook, VS Code) it returns ipywidgets controls wired to a drawing function.  Headless -- under
 nbval, in a static export, or when ``TUTOR_HEADLESS=1`` -- it calls the function **once at the
 default values**, so the figure still appears in the output and the cell is tested.
+
+**Sweep.**  With ``TUTOR_WIDGET_SWEEP=1`` (the test suite sets it) the headless path also calls the
+function at every control's minimum and maximum, at every dropdown option and at the other value
+of every toggle (one control at a time, the others at their defaults), closing each figure
+unshown.  A callback that raises fails the cell with an error naming the control and its value.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import os
 
 import matplotlib.pyplot as plt
 
-__all__ = ["interactive", "is_headless", "slider", "dropdown", "toggle"]
+__all__ = ["interactive", "is_headless", "is_sweeping", "sweep_values", "slider", "dropdown", "toggle"]
 
 
 def is_headless() -> bool:
@@ -27,30 +32,46 @@ def is_headless() -> bool:
     return shell is None or not hasattr(shell, "kernel")
 
 
-class _Control:
-    """A widget description that also knows its default value (for the headless path)."""
+def is_sweeping() -> bool:
+    """True when headless widgets should also draw at every control's extremes (``TUTOR_WIDGET_SWEEP=1``)."""
+    return os.environ.get("TUTOR_WIDGET_SWEEP", "") not in ("", "0")
 
-    def __init__(self, kind: str, default, **kwargs):
-        self.kind, self.default, self.kwargs = kind, default, kwargs
+
+class _Control:
+    """A widget description that also knows its default value and its extremes (for the headless path)."""
+
+    def __init__(self, kind: str, default, low=None, high=None, **kwargs):
+        self.kind, self.default, self.low, self.high, self.kwargs = kind, default, low, high, kwargs
+
+    def extremes(self) -> list:
+        """The values the sweep draws besides the default: min and max, every option, the other toggle value."""
+        if self.kind == "dropdown":
+            values = list(self.kwargs["options"])
+        elif self.kind == "toggle":
+            values = [not self.default]
+        else:
+            values = [self.low, self.high]
+        return [v for v in values if v != self.default]
 
     def build(self, name: str):
         import ipywidgets as w
 
-        desc = self.kwargs.pop("description", name)
+        kwargs = dict(self.kwargs)
+        desc = kwargs.pop("description", name)
         style = {"description_width": "initial"}
         if self.kind == "int":
             return w.IntSlider(value=self.default, description=desc, style=style,
-                               continuous_update=False, **self.kwargs)
+                               continuous_update=False, **kwargs)
         if self.kind == "float":
             return w.FloatSlider(value=self.default, description=desc, style=style,
-                                 continuous_update=False, **self.kwargs)
+                                 continuous_update=False, **kwargs)
         if self.kind == "log":
             return w.FloatLogSlider(value=self.default, description=desc, style=style,
-                                    continuous_update=False, **self.kwargs)
+                                    continuous_update=False, **kwargs)
         if self.kind == "dropdown":
-            return w.Dropdown(value=self.default, description=desc, style=style, **self.kwargs)
+            return w.Dropdown(value=self.default, description=desc, style=style, **kwargs)
         if self.kind == "toggle":
-            return w.Checkbox(value=self.default, description=desc, style=style, **self.kwargs)
+            return w.Checkbox(value=self.default, description=desc, style=style, **kwargs)
         raise ValueError(f"unknown control kind {self.kind!r}")
 
 
@@ -62,11 +83,12 @@ def slider(default, low, high, step=None, log: bool = False, description: str | 
     if log:
         import math
 
-        return _Control("log", default, min=math.log10(low), max=math.log10(high),
+        return _Control("log", default, low, high, min=math.log10(low), max=math.log10(high),
                         step=step or 0.1, **extra)
     if all(isinstance(v, int) for v in (default, low, high)):
-        return _Control("int", default, min=low, max=high, step=step or 1, **extra)
-    return _Control("float", float(default), min=low, max=high, step=step or (high - low) / 100, **extra)
+        return _Control("int", default, low, high, min=low, max=high, step=step or 1, **extra)
+    return _Control("float", float(default), float(low), float(high), min=low, max=high,
+                    step=step or (high - low) / 100, **extra)
 
 
 def dropdown(default, options, description: str | None = None) -> _Control:
@@ -83,17 +105,33 @@ def toggle(default: bool, description: str | None = None) -> _Control:
     return _Control("toggle", bool(default), **extra)
 
 
+def sweep_values(controls: dict) -> list[tuple[str, object]]:
+    """``(control name, value)`` for every draw of the sweep (each control alone at an extreme)."""
+    return [(k, v) for k, c in controls.items() if isinstance(c, _Control) for v in c.extremes()]
+
+
 def interactive(draw, **controls):
     """Live controls for ``draw(**values)`` in a front end; one drawing at the defaults headless.
 
     ``draw`` should make a matplotlib figure (and may return it).  Controls are made with
     :func:`slider`, :func:`dropdown` and :func:`toggle`; plain values are passed through fixed.
-    Returns the ipywidgets ``interactive`` object (live) or ``draw``'s return value (headless).
+    Returns the ipywidgets ``interactive`` object (live) or ``draw``'s return value (headless; with
+    ``TUTOR_WIDGET_SWEEP=1`` the extremes are drawn too, see the module docstring).
     """
     defaults = {k: (c.default if isinstance(c, _Control) else c) for k, c in controls.items()}
     if is_headless():
         out = draw(**defaults)
         plt.show()
+        if is_sweeping():
+            name = getattr(draw, "__name__", "the widget")
+            for key, value in sweep_values(controls):
+                try:
+                    draw(**{**defaults, key: value})
+                except Exception as e:
+                    plt.close("all")
+                    raise RuntimeError(f"widget {name} failed with {key}={value!r} (the other controls at their "
+                                       f"defaults): {type(e).__name__}: {e}") from e
+                plt.close("all")
         return out
     import ipywidgets as w
 
