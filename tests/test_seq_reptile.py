@@ -303,3 +303,95 @@ def test_bad_input_is_a_clear_error():
         run_toy("Seq-Reptile", product_tasks(), phi[:2].view(1, 2), 2, 1, 0.1, 2, 0.5, order="sorted")
     with pytest.raises(FloatingPointError, match="diverged|non-finite"):
         sequential_trajectory(g, torch.full((5,), 1e3, dtype=D), [0] * 200, InnerOptimizer("sgd", 50.0))
+
+
+# --------------------------------------------------------------------------------------------
+# the CLDR task builder and the multilingual experiment
+# --------------------------------------------------------------------------------------------
+def test_cldr_typing_tasks_are_disjoint_balanced_and_deterministic():
+    from tutor.data.cldr import build_typing_tasks, locale_names
+
+    cats = ("territories", "languages", "currencies")
+    tasks = build_typing_tasks(("en", "ko", "sw"), cats, n_train=7, n_val=3, n_test=5, seed=4)
+    for lang, task in tasks.items():
+        splits = (task.train, task.val, task.test)
+        sets = [set(s.strings) for s in splits]
+        assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2]), lang
+        for split, n in zip(splits, (7, 3, 5)):
+            assert len(split) == 3 * n and torch.equal(torch.bincount(torch.tensor(split.labels)), torch.full((3,), n))
+            names = locale_names(lang, cats)
+            assert all(s in names[cats[y]] for s, y in zip(split.strings, split.labels))   # label = its category
+    again = build_typing_tasks(("sw", "en"), cats, n_train=7, n_val=3, n_test=5, seed=4)
+    assert again["en"] == tasks["en"] and again["sw"] == tasks["sw"]         # same seed, any order of languages
+    other = build_typing_tasks(("en",), cats, n_train=7, n_val=3, n_test=5, seed=5)
+    assert other["en"].test.strings != tasks["en"].test.strings
+    more = build_typing_tasks(("en",), cats, n_train=20, n_val=3, n_test=5, seed=4)
+    assert more["en"].test == tasks["en"].test                               # the test set does not depend on n_train
+
+
+def test_cldr_names_are_unambiguous_and_errors_name_the_problem():
+    from tutor.data.cldr import CATEGORIES, build_typing_tasks, build_vocab, encode, locale_names, pretraining_corpus
+
+    names = locale_names("en")
+    every = [s for c in CATEGORIES for s in names[c]]
+    assert len(every) == len(set(every)) and "Arabic" not in every           # a language and a script: dropped
+    with pytest.raises(ValueError, match="'xx_nowhere'"):
+        build_typing_tasks(("en", "xx_nowhere"))
+    with pytest.raises(ValueError, match=r"'sw' has \d+ unambiguous scripts"):
+        build_typing_tasks(("sw",), ("territories", "scripts"), n_train=40, n_val=10, n_test=10)
+    with pytest.raises(ValueError, match="category"):
+        locale_names("en", ("planets",))
+    train, held = pretraining_corpus(("fi",), exclude={"Suomi"}, heldout_fraction=0.2)
+    assert "Suomi" not in train + held and not set(train) & set(held)
+    assert abs(len(held) / (len(train) + len(held)) - 0.2) < 0.01
+    vocab = build_vocab(train)
+    x = encode(["한국", "Åland"], build_vocab(["한국한국한국", "Åland" * 3]), 8)
+    assert (x[0, :6] > 2).all() and x[0, 6:].eq(0).all()                        # two syllables -> six jamo
+    assert x.shape == (2, 8) and len(vocab) > 3
+
+
+def test_typing_oracle_gradient_matches_finite_differences_and_rejects_bad_tasks():
+    from tutor.experiments.seq_reptile import CLDRConfig, Flat, TypingOracle, _start, build_data, init_encoder
+
+    cfg = CLDRConfig(languages=("en", "fi"), zero_shot=(), other_locales=(), n_train=4, n_val=2, n_test=2,
+                     hidden=8, emb=4, K=2, heldout_eval=10)
+    data = build_data(cfg)
+    pre = {k: v.double() for k, v in init_encoder(len(data.vocab), cfg, torch.Generator().manual_seed(0)).items()}
+    flat, phi, frozen = _start(pre, cfg, 0)
+    phi = phi.double()
+    oracle = TypingOracle(data, flat, frozen, cfg.languages, 5, torch.Generator().manual_seed(1))
+    x, y = oracle.next_batch(1)
+    g = oracle.grad_at(phi, x, y)
+    v = torch.randn(phi.shape, generator=torch.Generator().manual_seed(2), dtype=D)
+    eps = 1e-6
+    fd = (oracle.loss(phi + eps * v, x, y) - oracle.loss(phi - eps * v, x, y)) / (2 * eps)
+    assert abs(fd - g @ v) < 1e-6 * max(1.0, abs(fd))
+    with pytest.raises(ValueError, match="unknown task"):
+        oracle(phi.view(1, -1), torch.tensor([2]))
+    data.train["en"] = (data.train["en"][0][:0], data.train["en"][1][:0])
+    with pytest.raises(ValueError, match="'en' has no training names"):
+        TypingOracle(data, flat, frozen, cfg.languages, 5, torch.Generator())
+    assert isinstance(Flat(pre).unflatten(Flat(pre).flatten(pre))["emb"], torch.Tensor)
+
+
+def test_seq_reptile_driver_smoke(tmp_path):
+    import json
+
+    from tutor.experiments import seq_reptile as drv
+
+    ckpt = tmp_path / "mlm.pt"
+    assert drv.main(["pretrain", "--steps", "3", "--out", str(ckpt)]) == 0
+    pre, vocab, cfg = drv.load_pretrained(ckpt)
+    assert set(pre) >= {"emb", "mlm.weight"} and len(vocab) == pre["emb"].shape[0]
+    out = tmp_path / "r.json"
+    assert drv.main(["--seeds", "0", "1", "--budget", "36", "--lr-grid", "0.001", "0.003",
+                     "--checkpoint", str(ckpt), "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert set(record["runs"]) == {"0", "1"} and set(record["runs"]["0"]) == set(drv.METHODS)
+    r = record["runs"]["0"]["Seq-Reptile"]
+    assert set(r["accuracy"]) == set(drv.TYDI_LANGUAGES) and set(r["zero_shot"]) == set(drv.ZERO_SHOT)
+    assert r["cosine"] and all(-1 <= c <= 1 for _, c in r["cosine"]) and math.isfinite(r["forgetting"])
+    assert record["runs"]["0"]["STL"]["zero_shot"] == {}
+    assert set(record["tuning"]["chosen"]) == set(drv.METHODS) and "command" in record and "date" in record
+    with pytest.raises(ValueError, match="method"):
+        drv.finetune("MAML", pre, drv.build_data(cfg, vocab), cfg, 1e-3)
