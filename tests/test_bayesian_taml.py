@@ -363,7 +363,8 @@ def test_experiment_driver_smoke(tmp_path):
     from tutor.experiments import bayesian_taml as exp
 
     out = tmp_path / "r.json"
-    assert exp.main(["--seeds", "0", "1", "--steps", "3", "--n-val", "4", "--n-test", "4", "--grid", "0.3",
+    assert exp.main(["--seeds", "0", "1", "--steps", "3", "--tune-steps", "2", "--n-val", "4", "--n-test", "4",
+                     "--grid", "0.3",
                      "--methods", "MAML", "Bayesian TAML (beta 0.1)", "--out", str(out)]) == 0
     import json
 
