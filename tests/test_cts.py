@@ -185,7 +185,7 @@ def test_toy_ordering_cts_beats_reptile_at_equal_budget():
 
 
 def test_errors():
-    with pytest.raises(ValueError, match="K and budget"):
+    with pytest.raises(ValueError, match="K \\(the horizon\\) must be >= 1"):
         run_cts(linear(), torch.zeros(1, 2, dtype=D), 3, 0, 0.1, 0.1, 10)
     with pytest.raises(ValueError, match="direction"):
         run_reptile(linear(), torch.zeros(1, 2, dtype=D), 3, 2, 0.1, 0.1, 10, direction="leap")

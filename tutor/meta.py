@@ -22,9 +22,10 @@ Everything is a pure function of explicit parameter dicts (see :mod:`tutor.nets`
 
 * ``"loop"`` -- one task at a time, ``backward()`` per task, so each task's second-order graph is
   freed before the next (the least memory; the reference).
-* ``"threads"`` -- the tasks are split over ``workers`` Python threads that run concurrently (torch
-  kernels release the GIL).  On a CPU the per-task kernels are too small to use two cores, so this
-  is where CPU speed-up lies (see ``benchmarks/bench_core.py``).  Identical gradients to ``"loop"``.
+* ``"threads"`` -- the tasks run concurrently in ``workers`` Python threads (torch kernels release
+  the GIL).  On a CPU the per-task kernels are too small to use two cores, so this is where CPU
+  speed-up lies (see ``benchmarks/bench_core.py``).  Per-task gradients are summed in task order,
+  so the result is bit-identical to ``"loop"`` (it keeps one gradient per task until the sum).
 * ``"vmap"`` -- ``torch.func.vmap`` over stacked tasks: one big kernel per layer, what pays off on a
   GPU; on a CPU it is usually slower and keeps every task's graph alive.  Needs same-shaped tasks.
 
@@ -34,7 +35,6 @@ The inner loop differentiates with ``torch.func.grad``, which gives the same num
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +46,7 @@ from torch.func import grad, vmap
 
 from tutor.data.episodes import Episode, stack_episodes
 from tutor.nets import in_vmap, layer_of
+from tutor.validation import as_float, as_int, check_inputs, check_labels, check_targets
 
 __all__ = ["inner_update", "inner_loop", "InnerResult", "task_loss_fn", "prototype_logits",
            "accuracy", "MetaLearner", "MAML", "meta_sgd", "Reptile", "ProtoNet", "leaves", "detach_params"]
@@ -117,10 +118,23 @@ class InnerResult:
     trajectory: list[Params] | None = None
 
 
-def _check_finite(loss: torch.Tensor, what: str) -> None:
-    if not torch.isfinite(loss).all():
-        raise FloatingPointError(f"non-finite {what} ({loss.detach().cpu().tolist()}); lower the inner "
-                                 "learning rate (inner_lr) or the number of inner steps")
+def _check_finite(loss: torch.Tensor, what: str, params: Params | None = None, lr=None) -> None:
+    """Stop on a non-finite loss, naming the likeliest cause: parameters that are already non-finite
+    (an earlier meta-step diverged) before the inner learning rate."""
+    if torch.isfinite(loss).all():
+        return
+    value = loss.detach().cpu().tolist()
+    if params is not None:
+        bad = [k for k, v in params.items() if not torch.isfinite(v).all()]
+        if bad:
+            raise FloatingPointError(f"non-finite {what} ({value}): the parameters {bad[:3]} already contain NaN/inf "
+                                     "(an earlier meta-update diverged): lower the meta learning rate (lr) or "
+                                     "set clip, e.g. clip=3.0")
+    shown = f"={float(lr):g}" if isinstance(lr, (int, float)) else ""
+    extra = (", or the meta learning rate (lr=) / set clip if the meta-updates were large"
+             if what == "query loss" else "")
+    raise FloatingPointError(f"non-finite {what} ({value}); lower the inner learning rate (inner_lr{shown}) "
+                             f"or the number of inner steps{extra}")
 
 
 def inner_loop(model, params: Params, x: torch.Tensor, y: torch.Tensor, steps: int, lr, *,
@@ -144,17 +158,28 @@ def inner_loop(model, params: Params, x: torch.Tensor, y: torch.Tensor, steps: i
         mc_samples: average the support loss over this many forward passes (for a stochastic
             ``hook``, e.g. Meta-Dropout's noise: one smoother step, not an ensemble).
     """
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
+    steps = as_int(steps, "steps", 0)
+    mc_samples = as_int(mc_samples, "mc_samples", 1)
+    if isinstance(lr, (int, float)):
+        as_float(lr, "inner learning rate (inner_lr)", 0.0)
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"support inputs and targets disagree: {x.shape[0]} vs {y.shape[0]} examples")
     if weights is not None and weights.shape != (x.shape[0],):
         raise ValueError(f"weights must have shape ({x.shape[0]},), got {tuple(weights.shape)}")
     per_example = task_loss_fn(loss)
+    if not in_vmap():
+        if x.shape[0] == 0 and steps > 0:
+            raise ValueError("the support set is empty: every task needs at least one support example")
+        check_inputs(x, "support inputs (support_x)")
+        head = params.get("head.weight")
+        ways = head.shape[0] if head is not None else (getattr(model, "ways", None) or None)
+        if ways is not None:
+            check_targets(torch.empty(x.shape[0], ways, dtype=x.dtype), y, loss, "support targets (support_y)")
+        elif loss == "ce":
+            check_labels(y, None, "support targets (support_y)")
+        if weights is not None and not torch.isfinite(weights).all():
+            raise ValueError("weights contain NaN or inf values")
     names = [k for k in params if adapt is None or adapt(k)]
-
-    if mc_samples < 1:
-        raise ValueError(f"mc_samples must be >= 1, got {mc_samples}")
 
     def support_loss(adapted: Params, fixed: Params) -> torch.Tensor:
         total = 0.0
@@ -173,7 +198,7 @@ def inner_loop(model, params: Params, x: torch.Tensor, y: torch.Tensor, steps: i
         grads, value = grad(lambda a, f: (support_loss(a, f),) * 2, has_aux=True)(adapted, fixed)
         value = value.detach()
         if not in_vmap():
-            _check_finite(value, "support loss")
+            _check_finite(value, "support loss", current, lr)
         result.losses.append(value)
         if first_order:
             grads = {k: g.detach() for k, g in grads.items()}
@@ -214,26 +239,27 @@ class MetaLearner:
                       workers: int = 2) -> tuple[list[torch.Tensor], dict]:
         """Gradient of the mean task loss w.r.t. ``leaves(meta)``, and mean metrics."""
         tasks = _as_task_list(episodes)
+        if not tasks:
+            raise ValueError("the meta-batch is empty: pass at least one episode")
+        workers = as_int(workers, "workers", 1)
         params = leaves(meta)
 
-        def accumulate(chunk):  # one task's graph at a time: each is freed after its gradient
-            acc, ms = [torch.zeros_like(p) for p in params], []
-            for ep in chunk:
-                loss, m = self.task_loss(meta, ep)
-                _check_finite(loss, "query loss")
-                for a, g in zip(acc, torch.autograd.grad(loss / len(tasks), params, allow_unused=True)):
-                    if g is not None:
-                        a += g
-                ms.append(m)
-            return acc, ms
+        def task_gradient(ep):  # one task's graph at a time: each is freed after its gradient
+            loss, m = self.task_loss(meta, ep)
+            _check_finite(loss, "query loss", meta.get("net"), getattr(self, "inner_lr", None))
+            grads = torch.autograd.grad(loss / len(tasks), params, allow_unused=True)
+            return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)], m
 
-        if mode == "loop":
-            grads, metrics = accumulate(tasks)
-        elif mode == "threads":
-            chunks = [tasks[i::workers] for i in range(workers) if tasks[i::workers]]
-            results = list(self._executor(workers).map(accumulate, chunks))
-            grads = [sum(r[0][i] for r in results) for i in range(len(params))]
-            metrics = [m for r in results for m in r[1]]
+        if mode in ("loop", "threads"):
+            # threads: tasks run concurrently, but the gradients are summed in task order, as in
+            # "loop", so both modes give bit-identical results
+            per_task = (list(self._executor(workers).map(task_gradient, tasks)) if mode == "threads"
+                        else [task_gradient(ep) for ep in tasks])
+            grads = [torch.zeros_like(p) for p in params]
+            for task_grads, _ in per_task:
+                for a, g in zip(grads, task_grads):
+                    a += g
+            metrics = [m for _, m in per_task]
         elif mode == "vmap":
             batch = episodes if isinstance(episodes, Episode) and episodes.classes.dim() == 2 \
                 else stack_episodes(tasks)
@@ -254,6 +280,8 @@ class MetaLearner:
                    episodes: Episode | list[Episode], mode: str = "loop", workers: int = 2,
                    clip: float | None = None) -> dict:
         """One meta-update on a meta-batch: average task gradient, optional clipping by value."""
+        if clip is not None:
+            clip = as_float(clip, "clip", 0.0, strict=True)
         grads, metrics = self.meta_gradient(meta, episodes, mode, workers)
         optimizer.zero_grad(set_to_none=True)
         for p, g in zip(leaves(meta), grads):
@@ -286,6 +314,10 @@ def _mean_metrics(metrics: list[dict]) -> dict:
 
 
 def _query_metrics(logits, y, per_example, loss_kind) -> tuple[torch.Tensor, dict]:
+    if not in_vmap():
+        if y.shape[0] == 0:
+            raise ValueError("the query set is empty: every task needs at least one query example")
+        check_targets(logits, y, loss_kind, "query targets (query_y)")
     loss = per_example(logits, y).mean()
     metrics = {"loss": loss.detach()}
     if loss_kind == "ce":
@@ -322,10 +354,9 @@ class MAML(MetaLearner):
                  adapt_bn: bool = True):
         if lr_mode not in ("scalar", "per_layer", "per_parameter"):
             raise ValueError(f"lr_mode must be 'scalar', 'per_layer' or 'per_parameter', got {lr_mode!r}")
-        if inner_steps < 0 or (eval_steps is not None and eval_steps < 0):
-            raise ValueError("inner_steps and eval_steps must be >= 0")
-        if not math.isfinite(inner_lr):
-            raise ValueError(f"inner_lr must be finite, got {inner_lr}")
+        inner_steps = as_int(inner_steps, "inner_steps", 0)
+        eval_steps = None if eval_steps is None else as_int(eval_steps, "eval_steps", 0)
+        inner_lr = as_float(inner_lr, "inner_lr", 0.0)
         task_loss_fn(loss)
         self.model, self.inner_lr, self.inner_steps = model, inner_lr, inner_steps
         self.eval_steps = inner_steps if eval_steps is None else eval_steps
@@ -353,9 +384,23 @@ class MAML(MetaLearner):
         lr = meta.get("lr", meta.get("fixed_lr"))
         return lr["all"] if self.lr_mode == "scalar" else lr
 
+    def check_ways(self, episode: Episode) -> None:
+        """The network's head must have as many outputs as the episode has classes."""
+        head = getattr(self.model, "ways", 0)
+        ways = episode.classes.shape[-1]
+        if self.loss == "ce" and head and episode.classes.numel() and ways != head:
+            raise ValueError(f"the network's head has {head} outputs but the episode is {ways}-way: "
+                             f"build the network with ways={ways}")
+
     def adapt(self, meta: dict, episode: Episode, steps: int | None = None,
               first_order: bool | None = None, **kwargs) -> InnerResult:
-        """Run the inner loop on the episode's support set."""
+        """Run the inner loop on the episode's support set.
+
+        The inner learning rate comes from ``meta`` (``meta["lr"]`` or ``meta["fixed_lr"]``, set by
+        :meth:`init` from ``inner_lr``): meta-parameters made by another learner keep *their* rate.
+        """
+        if not in_vmap():
+            self.check_ways(episode)
         return inner_loop(self.model, meta["net"], episode.support_x, episode.support_y,
                           self.inner_steps if steps is None else steps, self.inner_lr_spec(meta),
                           first_order=self.first_order if first_order is None else first_order,

@@ -100,6 +100,29 @@ class _Net:
         params = self._init(gen, device, dtype)
         return {k: v.requires_grad_() for k, v in params.items()}
 
+    def check_params(self, params: dict) -> None:
+        """Parameters must be this architecture's: the same names and shapes as :meth:`init` makes
+        (the head's number of outputs may differ: learners such as Bayesian TAML build a head per task;
+        labels are then checked against the head actually used)."""
+        shapes = getattr(self, "_shapes", None)
+        if shapes is None:
+            shapes = {k: tuple(v.shape) for k, v in self._init(torch.Generator().manual_seed(0), None,
+                                                               torch.float32).items()}
+            self._shapes = shapes
+        missing = [k for k in shapes if k not in params]
+        if missing:
+            raise ValueError(f"parameters for {type(self).__name__} are missing {missing[:4]}: were they made by "
+                             "another network?")
+        def fits(k, shape):   # a head may be rebuilt per task with another number of ways (e.g. a zero head)
+            got = tuple(params[k].shape)
+            return got == shape or (k.startswith("head.") and got[1:] == shape[1:] and len(got) == len(shape))
+
+        wrong = [(k, tuple(params[k].shape), shape) for k, shape in shapes.items() if not fits(k, shape)]
+        if wrong:
+            k, got, want = wrong[0]
+            raise ValueError(f"parameter {k!r} has shape {got} but this {type(self).__name__} expects {want}: the "
+                             "parameters (or checkpoint) come from a network of another width or ways")
+
     def _head_init(self, params, fan_in, gen, device, dtype):
         shape = (self.ways, fan_in)
         if self.head_init == "zero":
@@ -168,6 +191,7 @@ class Conv4(_Net):
                  head: bool = True) -> dict[str, torch.Tensor]:
         """Every block's output ``layer1..`` ``(batch, hidden, H_l, W_l)``, ``embedding``, ``logits``."""
         _check_input(x, (self.in_channels, self.image_size, self.image_size), "Conv4")
+        self.check_params(params)
         out, h = {}, x
         for i in range(1, self.blocks + 1):
             pre = F.conv2d(h, params[f"conv{i}.weight"], params[f"conv{i}.bias"], padding=1)
@@ -223,6 +247,7 @@ class MLP(_Net):
         if h.shape[1] != self.in_features:
             raise ValueError(f"MLP expects {self.in_features} input features, got input of shape "
                              f"{tuple(x.shape)} ({h.shape[1]} features)")
+        self.check_params(params)
         out = {}
         for i in range(1, len(self.hidden) + 1):
             pre = F.linear(h, params[f"fc{i}.weight"], params[f"fc{i}.bias"])

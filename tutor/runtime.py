@@ -34,14 +34,20 @@ def get_device(name: str | None = None) -> torch.device:
     Asking for an accelerator that is not present raises a ``RuntimeError`` rather than silently
     running on the CPU.
     """
-    name = (name or os.environ.get("TUTOR_DEVICE") or "cpu").lower()
+    source = "device" if name else "TUTOR_DEVICE"
+    name = (name or os.environ.get("TUTOR_DEVICE") or "cpu").strip().lower()
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"{source} must be 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto', got {name!r}") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"{source} must be 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto', got {name!r}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' was requested but torch.cuda.is_available() is False; "
                            "use 'cpu' or 'auto'")
@@ -78,8 +84,14 @@ def configure_threads(threads: int | None = None) -> int:
     ``threads=None`` reads ``TUTOR_THREADS`` and defaults to 1 (see the module docstring for why).
     """
     if threads is None:
-        threads = int(os.environ.get("TUTOR_THREADS", "1"))
-    if threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
+        raw = os.environ.get("TUTOR_THREADS", "").strip() or "1"
+        try:
+            threads = int(raw)
+        except ValueError:
+            raise ValueError(f"TUTOR_THREADS must be a whole number >= 1, got {raw!r}") from None
+        if threads < 1:
+            raise ValueError(f"TUTOR_THREADS must be a whole number >= 1, got {raw!r}")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
     torch.set_num_threads(threads)
     return threads

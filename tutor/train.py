@@ -17,6 +17,20 @@ import torch
 from tqdm.auto import tqdm
 
 from tutor.meta import MetaLearner, leaves
+from tutor.validation import as_float, as_int
+
+DIVERGENCE_FACTOR = 1e3
+"""meta_train stops when the loss exceeds this multiple of its value over the first steps."""
+
+
+def progress_enabled() -> bool:
+    """Progress bars on unless ``TUTOR_PROGRESS`` is 0 / false / no / off (case-insensitive)."""
+    value = os.environ.get("TUTOR_PROGRESS", "1").strip().lower()
+    if value in ("0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on", ""):
+        return True
+    raise ValueError(f"TUTOR_PROGRESS must be 0/1 (or false/true, no/yes, off/on), got {value!r}")
 
 __all__ = ["History", "meta_train", "EvalResult", "evaluate", "PairedResult", "compare",
            "mean_ci", "t_quantile", "save_checkpoint", "load_checkpoint"]
@@ -57,10 +71,19 @@ def meta_train(learner: MetaLearner, meta: dict, sampler, steps: int, *, meta_ba
         progress: show a progress bar; ``None`` shows one unless ``TUTOR_PROGRESS=0`` (the test
             suite sets it: thousands of progress updates can overflow a kernel's output channel).
 
-    A non-finite loss stops the run with a ``FloatingPointError`` naming the setting to change.
+    A non-finite loss, or a loss that grows to ``DIVERGENCE_FACTOR`` (1000) times its mean over the
+    first 5 steps (and above 100), stops the run with a ``FloatingPointError`` naming the settings to change.
     """
-    if steps < 1 or meta_batch < 1:
-        raise ValueError(f"steps and meta_batch must be >= 1, got steps={steps}, meta_batch={meta_batch}")
+    steps = as_int(steps, "steps", 1)
+    meta_batch = as_int(meta_batch, "meta_batch", 1)
+    eval_every = as_int(eval_every, "eval_every", 0)
+    lr = as_float(lr, "lr (the meta learning rate)", 0.0, strict=True)
+    if clip is not None:
+        clip = as_float(clip, "clip", 0.0, strict=True)
+    if time_budget is not None:
+        time_budget = as_float(time_budget, "time_budget", 0.0, strict=True)
+    if not leaves(meta):
+        raise ValueError("meta has no trainable tensors (requires_grad=True): nothing to meta-train")
     if optimizer is None:
         optimizer = torch.optim.Adam(leaves(meta), lr=lr)
     gen = torch.Generator().manual_seed(seed)
@@ -69,7 +92,9 @@ def meta_train(learner: MetaLearner, meta: dict, sampler, steps: int, *, meta_ba
     history = History()
     start = time.perf_counter()
     if progress is None:
-        progress = os.environ.get("TUTOR_PROGRESS", "1") != "0"
+        progress = progress_enabled()
+    inner = getattr(learner, "inner_lr", None)
+    settings = f"lr={lr:g}" + (f", inner_lr={inner:g}" if isinstance(inner, (int, float)) else "")
     bar = tqdm(range(1, steps + 1), desc=desc, disable=not progress, leave=False, mininterval=0.5)
     for step in bar:
         batch = sampler.batch(meta_batch, gen)
@@ -78,7 +103,13 @@ def meta_train(learner: MetaLearner, meta: dict, sampler, steps: int, *, meta_ba
         loss = metrics.get("loss", float("nan"))
         if not math.isfinite(loss):
             raise FloatingPointError(f"meta-training loss became {loss} at step {step}; lower the meta "
-                                     f"learning rate (lr={lr}) or set clip (e.g. clip=3.0)")
+                                     f"learning rate or the inner learning rate ({settings}) or set clip "
+                                     "(e.g. clip=3.0)")
+        start_loss = sum(history.loss[:5]) / len(history.loss[:5]) if history.loss else None
+        if start_loss is not None and step > 5 and loss > max(DIVERGENCE_FACTOR * start_loss, 100.0):
+            raise FloatingPointError(f"meta-training diverged: the loss grew from {start_loss:.3g} (first steps) to "
+                                     f"{loss:.3g} at step {step}; lower the learning rates ({settings}) or set "
+                                     "clip (e.g. clip=3.0)")
         history.step.append(step)
         history.loss.append(loss)
         history.accuracy.append(metrics.get("accuracy", float("nan")))
@@ -173,6 +204,7 @@ def evaluate(learner: MetaLearner, meta: dict, episodes: list, metric: str = "ac
     """
     if not episodes:
         raise ValueError("evaluate needs at least one episode")
+    workers = as_int(workers, "workers", 1)
     p = leaves(meta, trainable=False)[0]
 
     def score(ep):
@@ -209,6 +241,8 @@ class PairedResult:
 
 def compare(a: EvalResult, b: EvalResult) -> PairedResult:
     """Paired difference ``b - a`` of two evaluations on the *same* episodes, with its 95% CI (Student-t)."""
+    if a.metric != b.metric:
+        raise ValueError(f"compare needs two results of the same metric, got {a.metric!r} and {b.metric!r}")
     if len(a.scores) != len(b.scores):
         raise ValueError(f"paired comparison needs the same episodes: {len(a.scores)} vs {len(b.scores)}")
     diffs = [y - x for x, y in zip(a.scores, b.scores)]
@@ -220,12 +254,28 @@ def save_checkpoint(path, meta: dict, info: dict | None = None) -> Path:
     """Save meta-parameters (detached, on the CPU) and a dict of plain info with ``torch.save``."""
     def plain(d):
         return {k: plain(v) if isinstance(v, dict) else v.detach().cpu() for k, v in d.items()}
+    _check_plain(info or {}, "info")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     def flags(d):
         return {k: flags(v) if isinstance(v, dict) else bool(v.requires_grad) for k, v in d.items()}
     torch.save({"meta": plain(meta), "trainable": flags(meta), "info": info or {}}, path)
     return path
+
+
+def _check_plain(value, name: str) -> None:
+    """``info`` must survive ``torch.load(weights_only=True)``: plain numbers, strings, lists, dicts."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError(f"{name} keys must be strings, got {k!r}")
+            _check_plain(v, f"{name}[{k!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{name}[{i}]")
+    elif not (value is None or isinstance(value, (str, int, float, bool, torch.Tensor))):
+        raise TypeError(f"{name} must hold plain values (str, int, float, bool, None, lists, dicts, tensors) so "
+                        f"that the checkpoint loads safely; got {type(value).__name__}")
 
 
 def load_checkpoint(path, device=None) -> tuple[dict, dict]:
@@ -235,7 +285,13 @@ def load_checkpoint(path, device=None) -> tuple[dict, dict]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} not found")
-    blob = torch.load(path, map_location=device or "cpu", weights_only=True)
+    try:
+        blob = torch.load(path, map_location=device or "cpu", weights_only=True)
+    except Exception as e:     # never suggest weights_only=False for a file we cannot vouch for
+        raise ValueError(f"{path} is not a tutor checkpoint or is corrupted ({type(e).__name__}); "
+                         "re-create it with tutor.train.save_checkpoint") from None
+    if not isinstance(blob, dict) or not {"meta", "trainable", "info"} <= set(blob):
+        raise ValueError(f"{path} is not a tutor checkpoint (expected the keys meta, trainable, info)")
 
     def leafy(d, f):
         return {k: leafy(v, f[k]) if isinstance(v, dict) else v.requires_grad_(f[k])

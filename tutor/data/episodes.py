@@ -30,7 +30,9 @@ class Episode:
         params ``(P,)`` or ``None``: the generating parameters of a procedural task (e.g. a
         sinusoid's amplitude and phase; ``classes`` is then empty),
         seed ``()`` int64 or ``None``: a random seed drawn with the episode, for learners that draw
-        noise (Meta-Dropout), so results do not depend on how tasks are batched or threaded.
+        noise (Meta-Dropout), so results do not depend on whether tasks are looped or threaded
+        (under ``mode="vmap"`` the noise comes from torch's global RNG instead: vmap cannot use
+        one generator per task).
     A batch from :func:`stack_episodes` has one more leading dimension ``(tasks, ...)``.
     """
 
@@ -94,7 +96,7 @@ def _as_generator(seed_or_gen) -> torch.Generator:
 
 def _check_positive(**kwargs) -> None:
     for name, v in kwargs.items():
-        if not isinstance(v, int) or v < 1:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
 
 

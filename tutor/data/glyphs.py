@@ -97,14 +97,18 @@ class GlyphBank:
 
     def downsample(self, size: int) -> GlyphBank:
         """The same bank at ``size x size`` pixels (area averaging), e.g. 14 for fast MLP learners."""
+        from tutor.validation import as_int
+
+        size = as_int(size, "size", 1)
         c, n = self.images.shape[:2]
         small = F.interpolate(self.images.flatten(0, 1), size=(size, size), mode="area")
         return GlyphBank(small.view(c, n, 1, size, size), self.chars, self.scripts)
 
 
 def cache_dir() -> Path:
-    """Where built banks are cached: ``$TUTOR_CACHE`` or ``~/.cache/tutor``."""
-    return Path(os.environ.get("TUTOR_CACHE", Path.home() / ".cache" / "tutor"))
+    """Where built banks are cached: ``$TUTOR_CACHE`` or ``~/.cache/tutor`` (also when it is set but empty)."""
+    value = os.environ.get("TUTOR_CACHE", "").strip()
+    return Path(value).expanduser() if value else Path.home() / ".cache" / "tutor"
 
 
 def _font_paths(names) -> list[str]:
@@ -242,10 +246,12 @@ def load_glyphs(kind: str = "id", size: int = 28, seed: int = 0, rebuild: bool =
     if path.exists() and not rebuild:
         try:
             with np.load(path, allow_pickle=False) as z:
-                bank = GlyphBank(torch.from_numpy(z["images"]).float() / 255.0,
-                                 [str(c) for c in z["chars"]], [str(s) for s in z["scripts"]])
-        except (OSError, ValueError, KeyError):
-            bank = None  # a corrupt cache is rebuilt below
+                images, chars, scripts = z["images"], [str(c) for c in z["chars"]], [str(s) for s in z["scripts"]]
+            ok = (images.dtype == np.uint8 and images.ndim == 5 and images.shape[2:] == (1, 28, 28)
+                  and images.shape[0] == len(chars) == len(scripts) and images.shape[1] > 0)
+            bank = GlyphBank(torch.from_numpy(images).float() / 255.0, chars, scripts) if ok else None
+        except Exception:       # truncated, corrupt (EOFError, BadZipFile, zlib.error, ...) or foreign file
+            bank = None         # rebuilt below (the cache is ours to replace; nothing else is touched)
     if bank is None:
         bank = build_glyphs(kind, seed=seed)
         path.parent.mkdir(parents=True, exist_ok=True)

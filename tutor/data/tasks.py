@@ -71,6 +71,10 @@ class GaussianClassTasks:
             raise ValueError(f"dim must be >= 4 (two signal planes), got {dim}")
         if variant not in ("id", "ood"):
             raise ValueError(f"variant must be 'id' or 'ood', got {variant!r}")
+        from tutor.validation import as_float
+
+        for name, value in (("centre_std", centre_std), ("class_std", class_std), ("nuisance_std", nuisance_std)):
+            as_float(value, name, 0.0)
         self.dim, self.variant = dim, variant
         self.centre_std, self.class_std, self.nuisance_std = centre_std, class_std, nuisance_std
 

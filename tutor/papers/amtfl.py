@@ -55,6 +55,7 @@ import torch.nn.functional as F
 
 from tutor.data.multitask import MultiTaskData
 from tutor.nets import MLP
+from tutor.validation import as_float, as_int
 
 __all__ = ["AMTFLConfig", "task_losses", "fit_stl", "gomtl_objective", "fit_gomtl", "amtfl_objective", "fit_amtfl",
            "nonneg_lasso", "weighted_nonneg_lasso_pista", "amtl_b_step", "amtl_objective", "fit_amtl", "size_term",
@@ -82,6 +83,13 @@ class AMTFLConfig:
     loss_weighting: bool = True
     """AMTFL's (1 + alpha ||a_t||_1) L_t; False gives the ablation sum_t L_t + alpha ||a_t||_1."""
 
+    def __post_init__(self):
+        self.k = as_int(self.k, "k", 1)
+        self.steps = as_int(self.steps, "steps", 1)
+        for name in ("alpha", "gamma", "mu", "lam"):
+            setattr(self, name, as_float(getattr(self, name), name, 0.0))
+        self.lr = as_float(self.lr, "lr", 0.0, strict=True)
+
 
 def task_losses(W: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean squared error of every task: ``W (d, T)``, ``x (T, n, d)``, ``y (T, n)`` -> ``(T,)``."""
@@ -104,6 +112,7 @@ def fit_stl(data: MultiTaskData, ridge: float = 1.0) -> torch.Tensor:
 
 
 def _adam(params, loss_fn, steps, lr):
+    steps, lr = as_int(steps, "steps", 1), as_float(lr, "lr", 0.0, strict=True)
     opt = torch.optim.Adam(params, lr=lr)
     history = []
     for _ in range(steps):
@@ -111,6 +120,9 @@ def _adam(params, loss_fn, steps, lr):
         loss = loss_fn()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the objective became {loss.item()}; lower the learning rate (lr={lr})")
+        if history and loss.item() > 1e3 * max(history[0], 1e-3):   # finite but grown by orders of magnitude
+            raise FloatingPointError(f"the objective diverged: it grew from {history[0]:.3g} to {loss.item():.3g}; "
+                                     f"lower the learning rate (lr={lr})")
         loss.backward()
         opt.step()
         history.append(loss.item())
@@ -278,6 +290,15 @@ class DeepConfig:
     steps: int = 1500
     symmetric: bool = False
     """True: the symmetric multi-task network (no feedback, no asymmetric weights)."""
+
+    def __post_init__(self):
+        self.steps = as_int(self.steps, "steps", 1)
+        for name in ("alpha", "gamma", "kappa", "mu", "lam"):
+            setattr(self, name, as_float(getattr(self, name), name, 0.0))
+        self.lr = as_float(self.lr, "lr", 0.0, strict=True)
+        self.hidden = tuple(as_int(h, "hidden", 1) for h in self.hidden)
+        if not self.hidden:
+            raise ValueError("hidden must name at least one layer width")
 
 
 def size_term(counts: torch.Tensor, kappa: float) -> torch.Tensor:

@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tutor.validation import as_float, as_int
+
 __all__ = ["inner_sgd", "reptile_direction", "reptile_step", "cts_step", "MetaRun", "run_reptile", "run_cts",
            "run_accurate",
            "unroll", "adaptation_curve", "adaptation_auc", "steps_to_threshold", "shift_error",
@@ -57,6 +59,9 @@ def _grad(losses: Losses, theta: torch.Tensor) -> torch.Tensor:
 
 def inner_sgd(losses: Losses, theta: torch.Tensor, alpha: float) -> torch.Tensor:
     """One SGD step for every task's learner: ``theta (..., tasks, dim)``."""
+    if not torch.isfinite(theta).all():   # the learners were already broken (e.g. by a meta-step), not by alpha
+        raise FloatingPointError("the learners' parameters are non-finite before the inner step: a meta-update "
+                                 "diverged; lower the meta learning rate beta")
     out = theta - alpha * _grad(losses, theta)
     if not torch.isfinite(out).all():
         raise FloatingPointError(f"an inner step diverged; lower the inner learning rate alpha={alpha}")
@@ -123,16 +128,19 @@ class MetaRun:
 
 
 def _check(K, alpha, beta, budget):
+    K, budget = as_int(K, "K (the horizon)", 1), as_int(budget, "budget", 1)
     if K < 1 or budget < 1:
         raise ValueError(f"K and budget must be >= 1, got K={K}, budget={budget}")
-    if alpha < 0 or beta < 0:
-        raise ValueError(f"learning rates must be >= 0, got alpha={alpha}, beta={beta}")
+    as_float(alpha, "alpha (the inner learning rate)", 0.0)
+    as_float(beta, "beta (the meta learning rate)", 0.0)
 
 
 def run_reptile(losses: Losses, phi0: torch.Tensor, tasks: int, K: int, alpha: float, beta: float,
                 budget: int, direction: str = "reptile") -> MetaRun:
     """Reptile (or FOMAML) with horizon K: one meta-update every K inner steps, until ``budget``."""
     _check(K, alpha, beta, budget)
+    if budget < K:
+        raise ValueError(f"budget={budget} is below the horizon K={K}: Reptile would make no meta-update")
     phi, phis, spent = phi0.clone(), [phi0.clone()], [0]
     while spent[-1] + K <= budget:
         theta = unroll(losses, phi, K, alpha, tasks)                       # (starts, tasks, dim)

@@ -1,0 +1,85 @@
+"""Argument checks shared by the public entry points: one clear error that names the setting.
+
+Every function raises ``TypeError`` (wrong kind of value) or ``ValueError`` (right kind, not
+allowed) with a message of the form ``"<name> must be ..., got ..."``, so a student sees which
+argument to change and what is allowed, instead of an error from deep inside torch.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+__all__ = ["as_int", "as_float", "check_labels", "check_inputs", "check_targets"]
+
+
+def as_int(value, name: str, minimum: int | None = None) -> int:
+    """``value`` as an ``int`` (integral floats such as ``5.0`` are accepted; ``5.5``, bools and strings
+    are not), at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if isinstance(value, torch.Tensor):
+        value = value.item()
+    if not math.isfinite(value) or int(value) != value:
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def as_float(value, name: str, minimum: float | None = None, strict: bool = False) -> float:
+    """``value`` as a finite ``float``, ``>= minimum`` (``> minimum`` when ``strict``)."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, torch.Tensor)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise TypeError(f"{name} must be a number, got a tensor of shape {tuple(value.shape)}")
+        value = value.item()
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    if minimum is not None and (value <= minimum if strict else value < minimum):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}, got {value}")
+    return value
+
+
+def check_inputs(x: torch.Tensor, name: str) -> None:
+    """Inputs must be a floating-point tensor without NaN or inf."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be floating point (e.g. float32), got {x.dtype}; convert with .float()")
+    if x.numel() and not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or inf values")
+
+
+def check_labels(y: torch.Tensor, ways: int | None, name: str) -> None:
+    """Class labels: a 1-D integer tensor with values in ``0..ways-1``."""
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of class labels, got {type(y).__name__}")
+    if y.is_floating_point() or y.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer class labels (torch.long), got {y.dtype}; for regression "
+                        "targets use loss='mse'")
+    if y.dim() != 1:
+        raise ValueError(f"{name} must be 1-D (one label per example), got shape {tuple(y.shape)}")
+    if ways is not None and y.numel() and (int(y.min()) < 0 or int(y.max()) >= ways):
+        raise ValueError(f"{name} must lie in 0..{ways - 1} (the network has {ways} outputs), "
+                         f"got labels {int(y.min())}..{int(y.max())}")
+
+
+def check_targets(outputs: torch.Tensor, y: torch.Tensor, loss: str, name: str) -> None:
+    """Targets that fit the loss: labels for ``"ce"``, same-shaped floats for ``"mse"``."""
+    if loss == "ce":
+        check_labels(y, outputs.shape[-1], name)
+        if outputs.shape[0] != y.shape[0]:
+            raise ValueError(f"{name} has {y.shape[0]} labels for {outputs.shape[0]} outputs")
+    elif loss == "mse":
+        if not y.is_floating_point():
+            raise TypeError(f"{name} must be floating-point regression targets for loss='mse', got {y.dtype}; "
+                            "for class labels use loss='ce'")
+        if tuple(y.shape) != tuple(outputs.shape):
+            raise ValueError(f"{name} must have the network's output shape {tuple(outputs.shape)} for loss='mse', "
+                             f"got {tuple(y.shape)} (e.g. use y[:, None] for one output)")
