@@ -93,3 +93,12 @@ def test_paper_modules_on_the_device():
     a = run_cts(quad, phi0, 2, 5, 0.1, 0.2, 20).final
     b = run_cts(quad, phi0.to(dev), 2, 5, 0.1, 0.2, 20).final
     assert torch.allclose(a, b.cpu())
+
+
+def test_a_device_mismatch_is_named():
+    dev = _device()
+    if dev.type == "cpu":
+        pytest.skip("needs an accelerator to put the episode and the parameters on different devices")
+    learner = MAML(MLP(144, (8,), 3))
+    with pytest.raises(ValueError, match="move the episode"):
+        learner.evaluate(learner.init(0, device=dev), _episodes(1)[0])

@@ -171,6 +171,10 @@ def inner_loop(model, params: Params, x: torch.Tensor, y: torch.Tensor, steps: i
         if x.shape[0] == 0 and steps > 0:
             raise ValueError("the support set is empty: every task needs at least one support example")
         check_inputs(x, "support inputs (support_x)")
+        first = next(iter(params.values()), None)
+        if first is not None and (x.device != first.device or y.device != first.device):
+            raise ValueError(f"the support set is on {x.device} but the parameters are on {first.device}: move the "
+                             "episode with episode.to(device) (or create the parameters with init(device=...))")
         head = params.get("head.weight")
         ways = head.shape[0] if head is not None else (getattr(model, "ways", None) or None)
         if ways is not None:
