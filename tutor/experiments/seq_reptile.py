@@ -106,7 +106,7 @@ class CLDRConfig:
     K: int = 36                                     # Seq-Reptile inner steps (4 per language)
     eta: float = 0.5                                # Reptile outer rate
     weight_decay: float = 0.01                      # AdamW weight decay
-    lr_grid: tuple = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)  # the one tuning grid for every method
+    lr_grid: tuple = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3)  # the one tuning grid for every method
     probes: int = 8                                 # gradient-cosine measurements per run
     probe_size: int = 48                            # training names per language in a probe batch
     heldout_eval: int = 2000                        # held-out pretraining names scored for forgetting

@@ -80,13 +80,13 @@ def oracle(losses: Losses, num_tasks: int) -> GradFn:
     closed = getattr(losses, "grad", None)
 
     def grad_fn(theta: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
-        check_order(tasks, num_tasks)
+        tasks = _check_tasks(tasks, num_tasks)
         if closed is not None:                          # a closed-form gradient (the toys): no autograd
-            values = losses(theta, tasks)
-            if not torch.isfinite(values).all():
-                raise FloatingPointError("a task loss became non-finite; lower the inner learning rate alpha "
-                                         "or move the start closer to the tasks' minima")
-            return closed(theta, tasks)
+            g = closed(theta, tasks)
+            if not torch.isfinite(g).all():
+                raise FloatingPointError("a task gradient became non-finite; lower the inner learning rate "
+                                         "alpha or move the start closer to the tasks' minima")
+            return g
         with torch.enable_grad():
             x = theta.detach().requires_grad_()
             values = losses(x, tasks)
@@ -128,7 +128,7 @@ class InnerOptimizer:
     def step(self, theta: torch.Tensor, g: torch.Tensor, state: dict) -> torch.Tensor:
         """One step from ``theta`` with gradient ``g`` (same shape); updates ``state`` in place."""
         if self.kind == "sgd":
-            return theta - self.lr * (g + self.weight_decay * theta)
+            return theta - self.lr * (g + self.weight_decay * theta if self.weight_decay else g)
         if self.kind == "adam" and self.weight_decay:
             g = g + self.weight_decay * theta
         b1, b2 = self.betas
@@ -146,6 +146,17 @@ class InnerOptimizer:
 # --------------------------------------------------------------------------------------------
 # task orders
 # --------------------------------------------------------------------------------------------
+def _check_tasks(tasks, num_tasks: int) -> torch.Tensor:
+    """The cheap per-call check of an oracle's task indices (integers within 0..T-1)."""
+    tasks = torch.as_tensor(tasks)
+    if tasks.dtype.is_floating_point or tasks.dtype == torch.bool:
+        raise TypeError(f"task indices must be integers, got dtype {tasks.dtype}")
+    lo, hi = tasks.aminmax()
+    if lo < 0 or hi >= num_tasks:
+        return check_order(tasks.flatten(), num_tasks)              # raises with the offending indices
+    return tasks
+
+
 def check_order(order, num_tasks: int) -> torch.Tensor:
     """``order`` as a 1-D long tensor; ``ValueError`` if empty or naming a task outside ``0..T-1``."""
     order = torch.as_tensor(order)
