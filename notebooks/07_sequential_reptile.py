@@ -1,0 +1,732 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 07 · Sequential Reptile: aligning gradients *between* tasks through one trajectory
+#
+# *Seanie Lee, Hae Beom Lee, Juho Lee, Sung Ju Hwang. Sequential Reptile: Inter-Task Gradient
+# Alignment for Multilingual Learning. ICLR 2022 (arXiv:2110.02600).*
+#
+# **Learning goals.** After this notebook you can
+# 1. explain negative transfer and forgetting when one pretrained model is fine-tuned on many
+#    languages at once, and why the *agreement* of the per-language gradients matters;
+# 2. write Sequential Reptile — one inner trajectory whose consecutive steps use batches of
+#    different tasks, then a Reptile interpolation — next to its baselines (MTL, parallel Reptile,
+#    PCGrad, GradVac);
+# 3. derive, by a second-order expansion, the term that rewards inter-task gradient alignment, check
+#    numerically that the expansion is right (residual ∝ α²), and state its caveats;
+# 4. see the mechanism pick, among equally good MTL solutions, the one where the tasks agree
+#    (two toys), and measure whether it shows on a real multilingual problem.
+#
+# **Prerequisites.** Notebook 00 (Reptile); Taylor expansions, Hessians, inner products.
+#
+# **Time.** Reading ≈ 35 min. Compute ≈ 1 min on 2 CPU cores (`TUTOR_FULL=1` for finer toy grids and
+# every method in the live multilingual run).
+#
+# **What is ours.** No official code and no full paper text were available when this notebook was
+# written. Verified facts (authors' slides, a reproducibility-audit page): multilingual BERT fine-tuned
+# with AdamW (inner lr 3·10⁻⁵), TyDi-QA GoldP in 9 languages (ar bn en fi id ko ru sw te), WikiAnn NER,
+# MNLI → 14 XNLI languages zero-shot, the MTL objective is the *sum* of task losses, PCGrad / GradVac /
+# RecAdam as related methods. **Ours:** the task sampler (concatenated random permutations), plain SGD
+# in the toys, K, η, the MTL step size in the toys, both toys, and the whole small multilingual
+# experiment in Part 4. We quote no number from the paper.
+
+# %%
+import hashlib
+import inspect
+import itertools
+import math
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+import tutor
+from tutor import checks, widgets
+from tutor.experiments import load_results
+from tutor.experiments import seq_reptile as cldr_exp
+from tutor.papers.seq_reptile import (
+    InnerOptimizer,
+    conflict_energy,
+    cosine_matrix,
+    cyclic_order,
+    expansion_terms,
+    meta_gradient,
+    oracle,
+    pair_counts,
+    pair_inner_products,
+    product_tasks,
+    quadratic_tasks,
+    random_order,
+    run_toy,
+    seq_reptile_step,
+    sequential_trajectory,
+    surrogate_loss,
+    task_gradients,
+    wells_tasks,
+)
+from tutor.train import mean_ci
+
+FULL = os.environ.get("TUTOR_FULL", "0") == "1"
+tutor.configure_threads()
+tutor.seed_everything(0)
+D = torch.float64
+COLORS = {"MTL": "tab:blue", "Seq-Reptile": "tab:red", "Parallel Reptile": "tab:green", "PCGrad": "tab:purple",
+          "GradVac": "tab:brown", "STL": "tab:gray"}
+
+# %% [markdown]
+# ## 1. The idea
+#
+# Fine-tune a multilingual model (mBERT) on question answering in nine languages at once. Plain
+# multi-task learning (MTL) descends the summed loss Σ_t L_t: each step adds up the per-language
+# gradients g_t. When they point against each other, the sum is a compromise that helps no language
+# much (**negative transfer**), and it drags the weights away from what pretraining taught
+# (**forgetting**, measured as a rising masked-LM loss). Gradient-surgery methods (PCGrad, GradVac) edit
+# the gradients at every step so that they conflict less.
+#
+# Sequential Reptile instead changes the *trajectory*. Start from the shared weights φ, take K inner
+# steps, each on a batch of **a different task** (in random order), and move φ part of the way towards
+# where the trajectory ended:
+#
+# $$\theta_0=\phi,\qquad \theta_k=\theta_{k-1}-\alpha\,\nabla L_{t_k}(\theta_{k-1}),\qquad
+# \phi\leftarrow\phi-\eta\,(\phi-\theta_K).$$
+#
+# A step on language *b* right after a step on language *a* sees the gradient of *b* at a point that
+# *a* has already moved; the end point therefore depends on how the two gradients interact. Section 3
+# shows that the outer step descends the MTL loss **plus a reward for large inner products between the
+# gradients of different tasks**. Ordinary ("parallel") Reptile runs one trajectory per task and
+# averages the end points: it never mixes tasks inside a trajectory and has no such term.
+
+# %% [markdown]
+# ## 2. The algorithm in code
+# A task family is a *gradient oracle* `grad_fn(theta (..., n, dim), tasks (n,))`; every function
+# works on flat parameter vectors with any leading "starts" dimensions, so the toys run every start at
+# once. The inner optimiser is pluggable (`InnerOptimizer`: SGD here, AdamW in Part 4).
+
+# %%
+print(inspect.getsource(sequential_trajectory))
+print(inspect.getsource(seq_reptile_step))
+
+# %% [markdown]
+# ## 3. Where the alignment term comes from
+#
+# Write g_k = ∇L_{t_k}(φ) and H_k = ∇²L_{t_k}(φ), both at φ, and MG = (φ − θ_K)/α for the direction
+# of the outer step. Expanding each inner gradient around φ,
+# ∇L_{t_k}(θ_{k−1}) = g_k + H_k(θ_{k−1} − φ) + O(α²) = g_k − α H_k Σ_{j<k} g_j + O(α²), so
+#
+# $$\mathrm{MG}=\sum_k g_k-\alpha\sum_{j<k}H_k\,g_j+O(\alpha^2).$$
+#
+# Because ∇⟨g_j, g_k⟩ = H_j g_k + H_k g_j and a **random** order makes (j, k) and (k, j) equally
+# likely, the average over orders is a gradient:
+#
+# $$\mathbb E[\mathrm{MG}]=\nabla_\phi\Big[\sum_k L_{t_k}(\phi)-\frac{\alpha}{2}\sum_{j<k}\langle g_j,g_k\rangle\Big]+O(\alpha^2).$$
+#
+# Pairs with t_j ≠ t_k are the **inter-task** terms (the claimed alignment); pairs with t_j = t_k are
+# the **intra-task** terms that ordinary Reptile also has. For K = T (one batch per task),
+# Σ_{j<k}⟨g_j, g_k⟩ = ½(‖Σ_t g_t‖² − Σ_t‖g_t‖²), so at a point where MTL is stationary (Σ_t g_t = 0)
+# the surrogate is the MTL loss **plus (α/4) Σ_t ‖g_t‖²**: a penalty on every task's own gradient.
+# We call Σ_t ‖g_t‖² the **conflict energy**; it is zero only where every task is stationary at once.
+#
+# **Caveats** (keep them in mind for every plot below):
+# 1. The order must be random: with a fixed cyclic order the (j, k) and (k, j) terms differ and the
+#    clean gradient form is lost.
+# 2. η = 1 is plain sequential SGD over single-task batches: the alignment comes from consecutive
+#    single-task steps themselves; the interpolation only damps them.
+# 3. With two tasks, every MTL stationary point with non-zero task gradients has cos(g₁, g₂) = −1, so
+#    the cosine *at the end* says nothing. We report the conflict energy at the end and the cosine
+#    *during* training.
+# 4. MTL with mixed batches has the implicit term −(α/2)·C(K,2)·‖Σg‖², which vanishes wherever MTL is
+#    stationary: **MTL is indifferent, among its minima, to how much the tasks disagree.**
+
+# %% [markdown]
+# ## 4. Part 1 — does the expansion hold? (residual ∝ α²)
+# Random positive-definite quadratics, L_t = ½(φ − c_t)ᵀA_t(φ − c_t), 3 tasks in 5 dimensions, the
+# fixed order (0, 2, 1, 0, 1, 2). `expansion_terms` computes Σ_k g_k and the O(α) term with exact
+# Hessian-vector products, split into its inter- and intra-task parts; the exact MG comes from running
+# the trajectory. If the expansion is right, the residual shrinks 4× for every halving of α.
+
+# %%
+quad_losses, quad_A, quad_c = quadratic_tasks(3, 5, torch.Generator().manual_seed(0))
+quad = oracle(quad_losses, 3)
+phi_q = torch.randn(5, generator=torch.Generator().manual_seed(1), dtype=D)
+ORDER_Q = torch.tensor([0, 2, 1, 0, 1, 2])
+terms = expansion_terms(quad, phi_q, ORDER_Q)
+
+
+def expansion_residuals(grad_fn, phi, order, alphas, terms):
+    out = []
+    for a in alphas:
+        theta, _ = sequential_trajectory(grad_fn, phi, order, InnerOptimizer("sgd", a))
+        pred = terms["zeroth"] + a * (terms["inter"] + terms["intra"])
+        out.append((meta_gradient(phi, theta, a) - pred).norm().item())
+    return np.array(out)
+
+
+alphas = np.array([0.04, 0.02, 0.01, 0.005, 0.0025])
+res = expansion_residuals(quad, phi_q, ORDER_Q, alphas, terms)
+slope = np.polyfit(np.log(alphas), np.log(res), 1)[0]
+for a, r in zip(alphas, res):
+    print(f"alpha = {a:<7} residual = {r:.3e}")
+print(f"fitted slope {slope:.3f};  |inter-task term| = {terms['inter'].norm():.3f}, "
+      f"|intra-task term| = {terms['intra'].norm():.3f}")
+fig, ax = plt.subplots(figsize=(4.5, 3.2))
+ax.loglog(alphas, res, "o-", label="‖MG − first-order prediction‖")
+ax.loglog(alphas, res[0] * (alphas / alphas[0]) ** 2, "k--", label="slope 2")
+ax.set_xlabel("inner learning rate α")
+ax.legend(fontsize=8)
+plt.show()
+
+# %%
+assert 1.9 < slope < 2.1                                    # the expansion is correct to first order in alpha
+assert terms["inter"].norm() > 0.1 * terms["zeroth"].norm() / 5    # and the inter-task term is not negligible
+
+# %% [markdown]
+# The permutation average of the second-order term is exactly half the gradient of the pairwise
+# inner products (for quadratics, whose Hessians are constant). We average over all 6! / (2!·2!·2!)
+# distinct orders of the same multiset:
+
+# %%
+orders = sorted(set(itertools.permutations(ORDER_Q.tolist())))
+avg = sum(-(lambda t: t["inter"] + t["intra"])(expansion_terms(quad, phi_q, torch.tensor(o))) for o in orders)
+avg = avg / len(orders)
+x = phi_q.clone().requires_grad_()
+xe = x.expand(3, 5)
+(gq,) = torch.autograd.grad(quad_losses(xe, torch.arange(3)).sum(), xe, create_graph=True)
+pairs = pair_inner_products(gq, pair_counts(ORDER_Q, 3))
+(half_grad,) = torch.autograd.grad(0.5 * (pairs["inter"] + pairs["intra"]), x)
+print(f"{len(orders)} orders; max |average - half gradient| = {(avg - half_grad).abs().max():.2e}")
+assert torch.allclose(avg, half_grad, atol=1e-12)
+
+# %% [markdown]
+# ## 5. Part 2 — Toy A, "valley selection"
+# Two parameters (x, y), one scalar model f = x·y, two tasks pulling it to different targets:
+# L_t = ½(xy − c_t)², c = (1, 3). Every point of the hyperbola xy = 2 minimises the MTL loss, and
+# along it the two task gradients g_t = (xy − c_t)(y, x) cancel exactly. Gradient flow on the MTL
+# loss conserves x² − y² (d/dt(x² − y²) = 0), so **where MTL stops is decided by the start**. The
+# conflict energy along the valley is Σ_t‖g_t‖² = 2(x² + y²), smallest at x = y = √2.
+#
+# Settings (ours): Seq-Reptile α = 0.05, K = 2 (one step per task, random order), η = 0.5, 4000 outer
+# steps; MTL does one full-batch step of size ηαK/T = 0.025 on Σ_t g_t per outer step, so both move φ
+# by the same amount per outer step to first order. Parallel Reptile uses K/T = 1 step per task.
+
+# %%
+toyA = product_tasks((1.0, 3.0))
+STARTS_A = torch.tensor([[4.0, 0.2], [0.3, 3.0], [2.5, 0.5]], dtype=D)
+runs_A = {m: run_toy(m, toyA, STARTS_A, 2, 4000, alpha=0.05, K=2, eta=0.5)
+          for m in ("MTL", "Seq-Reptile", "Parallel Reptile", "PCGrad")}
+print(f"{'start':>12} | " + " | ".join(f"{m:^30}" for m in runs_A))
+for i, s in enumerate(STARTS_A.tolist()):
+    cells = []
+    for r in runs_A.values():
+        x_, y_ = r.final[i].tolist()
+        cells.append(f"({x_:.3f}, {y_:.3f}) x²−y²={x_**2 - y_**2:+6.2f} E={r.energy[-1, i]:.2f}")
+    print(f"{str(tuple(s)):>12} | " + " | ".join(f"{c:^30}" for c in cells))
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+xs, ys = torch.meshgrid(torch.linspace(0.05, 4.5, 120, dtype=D), torch.linspace(0.05, 4.5, 120, dtype=D),
+                        indexing="xy")
+grid = torch.stack([xs, ys], -1)
+mtl_loss = toyA(grid.unsqueeze(-2).expand(120, 120, 2, 2), torch.arange(2)).sum(-1)
+axes[0].contourf(xs, ys, torch.log1p(mtl_loss), 30, cmap="Greys")
+for m in ("MTL", "Seq-Reptile"):
+    for i in range(3):
+        p = runs_A[m].phis[:, i]
+        axes[0].plot(p[:, 0], p[:, 1], color=COLORS[m], lw=1.5, label=m if i == 0 else None)
+axes[0].plot(STARTS_A[:, 0], STARTS_A[:, 1], "ko", ms=4)
+axes[0].set(title="paths on the MTL loss (log scale)", xlabel="x", ylabel="y")
+axes[0].legend(fontsize=8)
+for m, r in runs_A.items():
+    b = r.phis[..., 0] ** 2 - r.phis[..., 1] ** 2
+    axes[1].plot(b, color=COLORS[m], lw=1, label=m)
+    axes[2].semilogy(r.energy, color=COLORS[m], lw=1)
+axes[1].set(title="balance x² − y²", xlabel="outer step")
+axes[1].legend(fontsize=8)
+axes[2].set(title="conflict energy Σ‖g_t‖²", xlabel="outer step")
+plt.tight_layout()
+plt.show()
+
+# %%
+bal = {m: r.final[:, 0] ** 2 - r.final[:, 1] ** 2 for m, r in runs_A.items()}
+b0 = STARTS_A[:, 0] ** 2 - STARTS_A[:, 1] ** 2
+assert (bal["MTL"] - b0).abs().max() < 0.1                   # MTL (nearly) conserves x² − y² ...
+assert bal["Seq-Reptile"].abs().max() < 1e-2                 # ... Seq-Reptile balances it from every start
+assert (runs_A["Seq-Reptile"].energy[-1] < runs_A["MTL"].energy[-1]).all()
+assert ((runs_A["Seq-Reptile"].final.prod(-1) - 2).abs() < 0.05).all()   # still (O(alpha)-near) the valley
+
+# %% [markdown]
+# **Reading.** MTL and parallel Reptile stop where they meet the valley, with x² − y² what it was at the
+# start. Sequential Reptile slides *along* the valley to x = y ≈ 1.41, the point of least conflict
+# energy (≈ 8.0 against MTL's 14–33), as the (α/4)Σ‖g_t‖² term predicts. Its end point sits an O(α)
+# distance off the valley (xy ≈ 1.99): it minimises the surrogate, not the MTL loss. PCGrad does
+# something else again: here the two gradients are exactly collinear, so once they conflict PCGrad
+# projects *both* to zero and stops — off the valley (xy < 2), wherever the conflict began.
+#
+# Setting η = 1 would make this plain sequential SGD over the alternating single-task batches; try it
+# in the widget (Section 8): the effect is the same, because it comes from the consecutive steps.
+
+# %% [markdown]
+# ## 6. Part 3 — Toy B, "consensus well vs compromise well"
+# Three tasks in 2-D. Each has a shared shallow Gaussian well at A = (0, 0) (depth 1, σ = 1) and a
+# private deep well (depth 2, σ = 0.7) at distance 1 from B = (4, 0), at angles 0°, 120°, 240°. Near B
+# the three gradients cancel but are individually large — a compromise. We start every method from a
+# grid of points and record where it ends and the final conflict energy. (Small prototypes saw **no
+# basin changes** between methods; we do not promise any.)
+
+# %%
+toyB = wells_tasks(3)
+nx, ny = (33, 25) if FULL else (17, 13)
+STARTS_B = torch.cartesian_prod(torch.linspace(-2, 6, nx, dtype=D), torch.linspace(-3, 3, ny, dtype=D))
+runs_B = {m: run_toy(m, toyB, STARTS_B, 3, 300, alpha=0.3, K=12, eta=0.5)
+          for m in ("MTL", "Seq-Reptile", "Parallel Reptile")}
+in_A = {m: r.final.norm(dim=-1) < 1.0 for m, r in runs_B.items()}
+near_B = {m: (r.final - torch.tensor([4.0, 0.0], dtype=D)).norm(dim=-1) < 1.5 for m, r in runs_B.items()}
+energy_B = {m: r.energy[-1][near_B[m]].mean().item() for m, r in runs_B.items()}
+for m, r in runs_B.items():
+    print(f"{m:>17}: {in_A[m].float().mean():.0%} of starts end in A; conflict energy of the ends near B "
+          f"{energy_B[m]:.3f}; mean inter-task cosine during training {r.cosine[1:].mean():+.3f}")
+
+# %%
+fig, axes = plt.subplots(1, 4, figsize=(15, 3.6))
+gx, gy = torch.meshgrid(torch.linspace(-2, 6, 90, dtype=D), torch.linspace(-3, 3, 70, dtype=D), indexing="xy")
+gB = torch.stack([gx, gy], -1)
+lossB = toyB(gB.unsqueeze(-2).expand(70, 90, 3, 2), torch.arange(3)).sum(-1)
+for ax, (m, r) in zip(axes, runs_B.items()):
+    ax.contourf(gx, gy, lossB, 30, cmap="Greys")
+    for i in range(0, STARTS_B.shape[0], 7):
+        ax.plot(r.phis[:, i, 0], r.phis[:, i, 1], color=COLORS[m], lw=0.7)
+    ax.plot(r.final[:, 0], r.final[:, 1], "k.", ms=3)
+    ax.set(title=m, xlim=(-2, 6), ylim=(-3, 3))
+for m, r in runs_B.items():
+    axes[3].plot(r.cosine.mean(1), color=COLORS[m], label=m)
+axes[3].set(title="mean inter-task cosine (all starts)", xlabel="outer step")
+axes[3].legend(fontsize=8)
+plt.tight_layout()
+plt.show()
+
+# %%
+assert energy_B["Seq-Reptile"] < energy_B["MTL"] < energy_B["Parallel Reptile"]   # conflict-energy ordering
+
+# %% [markdown]
+# **Reading.** The basins hardly change (compare the fractions ending in A). Among the ends near the
+# compromise well B, Sequential Reptile's have the lowest conflict energy, MTL's more, parallel
+# Reptile's the most: parallel Reptile's fixed point is the average of three per-task end points,
+# which lies between the private wells and is *not* an MTL stationary point. The mean cosine during
+# training is printed above; on this toy it does not single out Sequential Reptile clearly — the
+# mechanism shows in where the methods end, not in a consistently higher cosine along the way.
+
+# %% [markdown]
+# ## 7. Part 4 — a real multilingual experiment, offline
+#
+# Does any of this show on real languages at a laptop scale? Small prototypes on synthetic
+# "languages" saw no downstream gain (notes §6.4). Here the data are real: the CLDR locale data shipped
+# inside `babel` names ≈ 295 territories, 400–660 languages and 170–300 currencies **in each
+# language** (`tutor/data/cldr.py`).
+#
+# * **"Multilingual model":** a character-level convolutional encoder (122k parameters) pretrained by
+#   masked-character prediction on the names of 41 locales, with 10% of every locale's names held out.
+#   The pretraining was run once by `python -m tutor.experiments.seq_reptile pretrain` (≈ 1 min on one
+#   core) and ships as `data/checkpoints/seq_reptile_mlm.pt` (500 kB, SHA-256 below).
+# * **Tasks:** entity typing — *is this string the name of a territory, a language or a currency?* — in
+#   the 9 TyDi-QA languages, 32 names per class to train on, 16 to validate, 48 to test.
+# * **Paper's four quantities:** per-language test accuracy; zero-shot accuracy on 8 languages never
+#   fine-tuned on (de es hi tr vi el fa ta); forgetting = rise of the held-out masked-character loss;
+#   the mean inter-language gradient cosine during training.
+# * **Fair comparison:** every method sees the same 1800 mini-batches of 16 names, and every method's
+#   AdamW learning rate is chosen from the same grid on the validation names of a separate tuning seed.
+#   Seq-Reptile: K = 36 (4 per language), η = 0.5; parallel Reptile: 4 steps per language.
+#
+# The multi-seed results were produced by the package's own driver; we read them, check their
+# checksum, and recompute every number below from the per-seed runs. Then we rerun seed 0 live.
+
+# %%
+ROOT = Path(tutor.__file__).resolve().parents[1]
+CKPT_SHA256 = "a616b4f641dad8d7622e9547072ee90d78a4bccbcbda2102cdace9cb5fa9d1f4"   # also in data/README.md
+assert hashlib.sha256(cldr_exp.CHECKPOINT.read_bytes()).hexdigest() == CKPT_SHA256, "checkpoint changed"
+saved = load_results("seq_reptile.json")          # verifies the SHA-256 in data/results/SHA256SUMS
+print("results:", saved["command"], "|", saved["date"], "| torch", saved["torch"])
+SEEDS = [str(s) for s in saved["seeds"]]
+METHODS = saved["methods"]
+tuning = saved["tuning"]
+print("AdamW learning rate chosen on validation names:", tuning["chosen"])
+print("on the edge of the grid", tuning["grid"], ":", [m for m, e in tuning["on_edge"].items() if e] or "none")
+
+
+def per_seed(method, key):
+    return [saved["runs"][s][method][key] for s in SEEDS]
+
+
+def fmt(values, scale=100):
+    m, ci = mean_ci(values)
+    return f"{m * scale:6.1f} ± {ci * scale:4.1f}"
+
+
+print(f"\n{len(SEEDS)} seeds, mean ± 95% Student-t CI over seeds")
+print(f"{'method':>17} | {'accuracy (9 langs)':>18} | {'zero-shot (8)':>14} | {'forgetting (nats)':>18}")
+for m in METHODS:
+    zs = fmt(per_seed(m, "mean_zero_shot")) if m != "STL" else "n/a".rjust(14)
+    print(f"{m:>17} | {fmt(per_seed(m, 'mean_accuracy')):>18} | {zs:>14} | "
+          f"{fmt(per_seed(m, 'forgetting'), 1):>18}")
+
+# %%
+print("paired differences Seq-Reptile − baseline over seeds (mean ± 95% t-CI)")
+paired = {}
+for m in METHODS:
+    if m == "Seq-Reptile":
+        continue
+    row = {}
+    for key in ("mean_accuracy", "mean_zero_shot", "forgetting"):
+        if m == "STL" and key == "mean_zero_shot":
+            continue
+        d = [a - b for a, b in zip(per_seed("Seq-Reptile", key), per_seed(m, key))]
+        row[key] = mean_ci(d)
+    paired[m] = row
+    print(f"{m:>17}: " + "; ".join(f"{k} {v[0] * (100 if k != 'forgetting' else 1):+.2f} ± "
+                                   f"{v[1] * (100 if k != 'forgetting' else 1):.2f}" for k, v in row.items()))
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+langs = list(saved["config"]["languages"])
+w = 0.8 / len(METHODS)
+for j, m in enumerate(METHODS):
+    acc = np.array([[saved["runs"][s][m]["accuracy"][lang] for lang in langs] for s in SEEDS]) * 100
+    axes[0].bar(np.arange(len(langs)) + j * w, acc.mean(0), w, color=COLORS[m], label=m)
+    if m != "STL":
+        cos = np.array([[c for _, c in saved["runs"][s][m]["cosine"]] for s in SEEDS])
+        calls = [c for c, _ in saved["runs"][SEEDS[0]][m]["cosine"]]
+        axes[1].plot(calls, cos.mean(0), "o-", color=COLORS[m], label=m, ms=3)
+    f = per_seed(m, "forgetting")
+    axes[2].bar(j, np.mean(f), yerr=mean_ci(f)[1], color=COLORS[m], capsize=4)
+axes[0].set_xticks(np.arange(len(langs)) + 0.4, langs)
+axes[0].set(title="test accuracy per language (%)", ylim=(30, 100))
+axes[0].legend(fontsize=7, ncol=3)
+axes[1].set(title="mean inter-language gradient cosine", xlabel="mini-batch gradients")
+axes[1].legend(fontsize=7)
+axes[2].set_xticks(range(len(METHODS)), METHODS, rotation=30, fontsize=8)
+axes[2].set(title="forgetting: Δ held-out masked-char loss")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# **What the real experiment shows** (5 seeds; the numbers are the ones printed above, and the next
+# cell re-derives every sentence of this paragraph from the per-seed runs):
+# * **Accuracy on the 9 fine-tuning languages.** Sequential Reptile is the best of the five
+#   multilingual methods: paired differences over MTL +3.5 ± 1.7 points, PCGrad +2.3 ± 1.5, GradVac
+#   +5.0 ± 3.8 and parallel Reptile +2.3 ± 2.0, every interval excluding 0. But it only **ties
+#   single-task fine-tuning** (−0.1 ± 1.3): at this scale one shared model brings no gain over nine
+#   separate models; Sequential Reptile is the multilingual method that loses least against them.
+# * **Zero-shot accuracy** on 8 languages never fine-tuned on: every multilingual method lands at
+#   49–52% (chance is 33%); no paired difference with Sequential Reptile excludes 0.
+# * **Forgetting is not reduced.** Sequential Reptile's held-out masked-character loss rises about as
+#   much as MTL's (difference +0.5 ± 3.0 nats) and clearly more than PCGrad's or STL's. Those two were
+#   tuned to a 3× smaller learning rate; across methods, forgetting follows the chosen learning rate
+#   more than the method (GradVac, at 0.03, forgets most and varies most between seeds).
+# * **Inter-language gradient cosine during training is lower**, not higher, for Sequential Reptile
+#   (≈ 0.40 against 0.43–0.59 for the baselines) — the opposite of what the paper's abstract reports.
+#   Each method is probed at its own φ, reached with its own learning rate, so this is not a
+#   like-for-like measurement of the alignment term.
+#
+# So the accuracy gain over MTL and gradient surgery shows here; the two signatures the paper gives
+# for the mechanism (higher cosine, less forgetting) do not, at this scale and with this measurement.
+# None of this tests the paper's mBERT experiments.
+
+# %%
+def paired(key, other):
+    return mean_ci([a - b for a, b in zip(per_seed("Seq-Reptile", key), per_seed(other, key))])
+
+
+def excludes_zero(mc):
+    return abs(mc[0]) > mc[1]
+
+
+def mean_cosine(m):
+    return float(np.mean([np.mean([c for _, c in saved["runs"][s][m]["cosine"][1:]]) for s in SEEDS]))
+
+
+multi = ["MTL", "PCGrad", "GradVac", "Parallel Reptile"]
+# the paragraph above, re-derived from the shipped per-seed runs (not a test of luck: the file is fixed)
+assert all(paired("mean_accuracy", m)[0] > 0 and excludes_zero(paired("mean_accuracy", m)) for m in multi)
+assert not excludes_zero(paired("mean_accuracy", "STL"))
+assert not any(excludes_zero(paired("mean_zero_shot", m)) for m in multi)
+assert not excludes_zero(paired("forgetting", "MTL"))
+assert all(paired("forgetting", m)[0] > 0 and excludes_zero(paired("forgetting", m)) for m in ("PCGrad", "STL"))
+assert all(mean_cosine("Seq-Reptile") < mean_cosine(m) for m in multi)
+print({m: round(mean_cosine(m), 3) for m in multi + ["Seq-Reptile"]})
+
+# %% [markdown]
+# **Live check.** We rerun seed 0 of three methods here, with the shipped checkpoint and the shipped
+# learning rates, on one thread as the driver does. On the machine that wrote the file this
+# reproduces the stored per-seed numbers exactly; on another CPU tiny floating-point differences may
+# move a few names.
+
+# %%
+pre, vocab, cfg = cldr_exp.load_pretrained()
+data = cldr_exp.build_data(cfg, vocab)
+LIVE = METHODS if FULL else ["MTL", "Seq-Reptile", "Parallel Reptile"]
+threads = torch.get_num_threads()
+tutor.configure_threads(1)
+live = {m: cldr_exp.evaluate_model(cldr_exp.finetune(m, pre, data, cfg, tuning["chosen"][m], seed=0), data, cfg, pre)
+        for m in LIVE}
+tutor.configure_threads(threads)
+for m, r in live.items():
+    stored = saved["runs"][SEEDS[0]][m]
+    print(f"{m:>17}: accuracy {r['mean_accuracy']:.4f} (stored {stored['mean_accuracy']:.4f}), "
+          f"forgetting {r['forgetting']:.4f} (stored {stored['forgetting']:.4f})")
+    assert abs(r["mean_accuracy"] - stored["mean_accuracy"]) < 0.03
+
+# %% [markdown]
+# ## 8. Widget — gradient alignment
+# Pick a toy, the inner learning rate α, the inner steps K, the outer rate η, the order (random or
+# cyclic), Toy A's targets and the start. Panels: paths on the MTL loss; the **surrogate**
+# Σ_k L_{t_k} − (α/2)Σ_{j<k}⟨g_j, g_k⟩ for this α and K (where the averaged Seq-Reptile step is
+# heading); the pairwise cosine matrix at Seq-Reptile's end; conflict energy and mean inter-task
+# cosine along the run. Tick *surgery* to add PCGrad and GradVac paths. (With two tasks in Toy A the
+# gradients are collinear, so their cosine is ±1: watch the energy.) A run that diverges says so.
+
+# %%
+def draw_alignment(toy="A: valley (2 tasks)", alpha=0.1, K=2, eta=0.5, order="random", c1=1.0, c2=3.0,
+                   start_x=3.0, start_y=0.5, steps=300, surgery=False):
+    if toy.startswith("A"):
+        losses, T, lim = product_tasks((c1, c2)), 2, ((0.05, 4.5), (-2.0, 4.5))
+    else:
+        losses, T, lim = wells_tasks(3), 3, ((-2.0, 6.0), (-3.0, 3.0))
+    start = torch.tensor([[start_x, start_y]], dtype=D)
+    methods = ["MTL", "Seq-Reptile"] + (["PCGrad", "GradVac"] if surgery else [])
+    runs, failed = {}, []
+    for m in methods:
+        try:
+            runs[m] = run_toy(m, losses, start, T, steps, alpha=alpha, K=K, eta=eta, order=order)
+        except FloatingPointError:
+            failed.append(m)
+    fig, ax = plt.subplots(2, 3, figsize=(13, 7))
+    gx, gy = torch.meshgrid(torch.linspace(*lim[0], 70, dtype=D), torch.linspace(*lim[1], 70, dtype=D),
+                            indexing="xy")
+    g = torch.stack([gx, gy], -1)
+    total = losses(g.unsqueeze(-2).expand(70, 70, T, 2), torch.arange(T)).sum(-1)
+    counts = pair_counts(random_order(T, K) if order == "random" else cyclic_order(T, K), T)
+    sur = surrogate_loss(losses, g, counts, alpha)
+    shade = (lambda v: torch.log1p(v - v.min())) if toy.startswith("A") else (lambda v: v)
+    ax[0, 0].contourf(gx, gy, shade(total), 20, cmap="Greys")
+    ax[0, 1].contourf(gx, gy, shade(sur), 20, cmap="Greys")
+    k = int(sur.argmin())
+    ax[0, 1].plot(gx.flatten()[k], gy.flatten()[k], "y*", ms=12, label="surrogate min (grid)")
+    for m, r in runs.items():
+        for a in (ax[0, 0], ax[0, 1]) if m == "Seq-Reptile" else (ax[0, 0],):
+            a.plot(r.phis[:, 0, 0], r.phis[:, 0, 1], color=COLORS[m], lw=1.5, label=m)
+        ax[1, 0].semilogy(r.energy[:, 0].clamp_min(1e-12), color=COLORS[m], label=m)
+        ax[1, 1].plot(r.cosine[:, 0], color=COLORS[m], label=m)
+    for a in (ax[0, 0], ax[0, 1]):
+        a.plot(start_x, start_y, "ko")
+        a.set(xlim=lim[0], ylim=lim[1])
+    ax[0, 0].set_title("MTL loss Σ L_t and paths")
+    ax[0, 1].set_title(f"surrogate for α={alpha:.3g}, task counts {counts.tolist()}")
+    ax[0, 0].legend(fontsize=7)
+    ax[0, 1].legend(fontsize=7)
+    if "Seq-Reptile" in runs:
+        end = runs["Seq-Reptile"].final
+        cm = cosine_matrix(task_gradients(oracle(losses, T), end, T))[0]
+        im = ax[0, 2].imshow(cm, vmin=-1, vmax=1, cmap="coolwarm")
+        for i in range(T):
+            for j in range(T):
+                ax[0, 2].text(j, i, f"{cm[i, j]:.2f}", ha="center", va="center", fontsize=9)
+        fig.colorbar(im, ax=ax[0, 2], fraction=0.046)
+        energy_end = conflict_energy(task_gradients(oracle(losses, T), end, T)).item()
+        ax[0, 2].set_title(f"cosines at Seq-Reptile's end\nconflict energy {energy_end:.3g}")
+    ax[1, 0].set(title="conflict energy Σ‖g_t‖²", xlabel="outer step")
+    ax[1, 1].set(title="mean inter-task cosine", xlabel="outer step", ylim=(-1.05, 1.05))
+    ax[1, 0].legend(fontsize=7)
+    if toy.startswith("A"):
+        for m, r in runs.items():
+            ax[1, 2].plot(r.phis[:, 0, 0] ** 2 - r.phis[:, 0, 1] ** 2, color=COLORS[m], label=m)
+        ax[1, 2].set(title="balance x² − y²", xlabel="outer step")
+    else:
+        for m, r in runs.items():
+            ax[1, 2].plot((r.phis[:, 0] - torch.tensor([4.0, 0.0], dtype=D)).norm(dim=-1), color=COLORS[m])
+        ax[1, 2].set(title="distance to the compromise B", xlabel="outer step")
+    if failed:
+        fig.suptitle(f"diverged: {', '.join(failed)} — lower α or η, or move the start", color="red")
+    fig.subplots_adjust(hspace=0.4, wspace=0.3, left=0.05, right=0.97, top=0.9, bottom=0.07)
+    return fig
+
+
+widgets.interactive(draw_alignment,
+                    toy=widgets.dropdown("A: valley (2 tasks)", ["A: valley (2 tasks)", "B: wells (3 tasks)"]),
+                    alpha=widgets.slider(0.1, 0.01, 0.3, log=True, step=0.05),
+                    K=widgets.slider(2, 1, 8), eta=widgets.slider(0.5, 0.05, 1.0),
+                    order=widgets.dropdown("random", ["random", "cyclic"]),
+                    c1=widgets.slider(1.0, 0.5, 4.0), c2=widgets.slider(3.0, 0.5, 4.0),
+                    start_x=widgets.slider(3.0, 0.2, 4.5), start_y=widgets.slider(0.5, -2.0, 4.5),
+                    steps=widgets.slider(300, 50, 1000, step=50), surgery=widgets.toggle(False))
+
+# %% [markdown]
+# ### The expansion checker
+# Exact MG against its first-order prediction for random quadratics, per coordinate, with the O(α)
+# term split into inter- and intra-task parts, and the residual against α (slope 2). Try a cyclic
+# order: the expansion still holds for that order, but it is no longer the gradient of a surrogate.
+
+# %%
+def draw_expansion(alpha=0.02, K=6, tasks=3, order="random", seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    losses, _, _ = quadratic_tasks(tasks, 5, gen)
+    gf = oracle(losses, tasks)
+    phi = torch.randn(5, generator=gen, dtype=D)
+    o = random_order(tasks, K, gen) if order == "random" else cyclic_order(tasks, K)
+    t = expansion_terms(gf, phi, o)
+    theta, _ = sequential_trajectory(gf, phi, o, InnerOptimizer("sgd", alpha))
+    mg = meta_gradient(phi, theta, alpha)
+    pred = t["zeroth"] + alpha * (t["inter"] + t["intra"])
+    fig, ax = plt.subplots(1, 3, figsize=(13, 3.4))
+    idx = np.arange(5)
+    ax[0].bar(idx - 0.2, mg.numpy(), 0.4, label="exact MG")
+    ax[0].bar(idx + 0.2, pred.numpy(), 0.4, label="Σg − α Σ H g")
+    ax[0].set(title=f"order {o.tolist()}", xlabel="coordinate")
+    ax[0].legend(fontsize=8)
+    ax[1].bar(["inter-task", "intra-task"], [alpha * t["inter"].norm().item(), alpha * t["intra"].norm().item()],
+              color=["tab:red", "tab:gray"])
+    ax[1].set_title("size of the O(α) term")
+    al = alpha * 2.0 ** -np.arange(5)
+    r = expansion_residuals(gf, phi, o, al, t)
+    ax[2].loglog(al, np.maximum(r, 1e-16), "o-", label="residual")
+    ax[2].loglog(al, max(r[0], 1e-16) * (al / al[0]) ** 2, "k--", label="slope 2")
+    ax[2].set(xlabel="α")
+    ax[2].legend(fontsize=8)
+    fig.subplots_adjust(wspace=0.3, left=0.05, right=0.98, bottom=0.15)
+    return fig
+
+
+widgets.interactive(draw_expansion, alpha=widgets.slider(0.02, 0.002, 0.1, log=True, step=0.1),
+                    K=widgets.slider(6, 1, 12), tasks=widgets.slider(3, 1, 5),
+                    order=widgets.dropdown("random", ["random", "cyclic"]), seed=widgets.slider(0, 0, 9))
+
+# %% [markdown]
+# ## 9. Exercises
+#
+# ### Exercise 1 — one Sequential Reptile outer step
+# Write `my_seq_reptile_step(grad_fn, phi, order, alpha, eta)` with plain SGD: walk the trajectory
+# θ_k = θ_{k−1} − α g_{t_k}(θ_{k−1}) through the given task order, then interpolate. `grad_fn(theta
+# (1, dim), tasks (1,))` returns the gradient of task `tasks[0]` at `theta[0]`, shape `(1, dim)`.
+
+# %% tags=["exercise"]
+def my_seq_reptile_step(grad_fn, phi, order, alpha, eta):
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+# %% tags=["solution"]
+def my_seq_reptile_step(grad_fn, phi, order, alpha, eta):
+    theta = phi
+    for t in order:
+        theta = theta - alpha * grad_fn(theta.view(1, -1), torch.tensor([int(t)]))[0]
+    return phi - eta * (phi - theta)
+
+
+# %% tags=["check"]
+def _reference_step(grad_fn, phi, order, alpha, eta):
+    return seq_reptile_step(grad_fn, phi, order, InnerOptimizer("sgd", alpha), eta)[0]
+
+
+_g = torch.Generator().manual_seed(0)
+result_1 = checks.check_function(
+    my_seq_reptile_step, _reference_step,
+    [(quad, torch.randn(5, generator=_g, dtype=D), torch.tensor(o), a, e)
+     for o, a, e in (([0, 1, 2], 0.1, 0.5), ([2, 2, 0, 1], 0.05, 1.0), ([1], 0.2, 0.3))],
+    hint="Every step uses the gradient at the CURRENT theta, of the task named by the order; then "
+         "phi - eta (phi - theta_K).")
+
+# %% tags=["solution"]
+assert result_1
+
+# %% [markdown]
+# ### Exercise 2 — the K = T identity
+# For one batch per task (K = T), show numerically that the sum of the pairwise inner products over
+# the trajectory does not depend on the order and equals ½(‖Σ_t g_t‖² − Σ_t‖g_t‖²). Write
+# `pairwise_sum(g_seq)` (Σ_{j<k}⟨g_j, g_k⟩ for gradients `g_seq (K, dim)` in trajectory order) and
+# `identity(g)` (the closed form for `g (T, dim)`).
+
+# %% tags=["exercise"]
+def pairwise_sum(g_seq):
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+def identity(g):
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+# %% tags=["solution"]
+def pairwise_sum(g_seq):
+    return sum(g_seq[j] @ g_seq[k] for k in range(len(g_seq)) for j in range(k))
+
+
+def identity(g):
+    return 0.5 * (g.sum(0).pow(2).sum() - g.pow(2).sum())
+
+
+# %% tags=["check"]
+_g = torch.Generator().manual_seed(1)
+_cases = [torch.randn(T, 6, generator=_g, dtype=D) for T in (2, 3, 5)]
+result_2 = checks.check_function(lambda g: (pairwise_sum(g[torch.randperm(len(g), generator=_g)]), identity(g)),
+                                 lambda g: (pair_inner_products(g, torch.ones(len(g)))["inter"],) * 2,
+                                 [(c,) for c in _cases], name="pairwise_sum / identity", atol=1e-10,
+                                 hint="Sum g_j·g_k over j < k; the closed form is half of |sum|² minus the "
+                                      "sum of squared norms.")
+
+# %% tags=["solution"]
+assert result_2
+
+# %% [markdown]
+# ### Exercise 3 — where does Seq-Reptile stop on Toy A?
+# On the valley xy = 2 the conflict energy is 2(x² + y²). Set `answer_3` to the point (x, y) with x, y
+# > 0 that minimises it; the check compares it with Seq-Reptile's end point from Part 2 (which is an
+# O(α) distance off the valley, hence the tolerance).
+
+# %% tags=["exercise"]
+answer_3 = ...  # (x, y)
+
+# %% tags=["solution"]
+answer_3 = (math.sqrt(2), math.sqrt(2))
+
+# %% tags=["check"]
+result_3 = checks.check_value(answer_3, runs_A["Seq-Reptile"].final[0].tolist(), atol=0.01, name="answer_3",
+                              hint="Minimise x² + y² subject to xy = 2 (AM-GM).")
+
+# %% tags=["solution"]
+assert result_3
+
+# %% [markdown]
+# ## Summary
+# * Sequential Reptile runs one inner trajectory through batches of different tasks and interpolates
+#   towards its end; the cost is that of MTL.
+# * To second order, its averaged step descends Σ L_t − (α/2)Σ_{j<k}⟨g_j, g_k⟩: a reward for
+#   inter-task agreement (plus the intra-task term ordinary Reptile has). The expansion checks out
+#   numerically (residual slope 2), and the permutation average is an exact gradient.
+# * Caveats: the order must be random; η = 1 is plain sequential SGD; with two tasks the cosine at an
+#   MTL minimum is −1, so measure the conflict energy.
+# * Toys: where MTL has a whole valley of minima, Seq-Reptile walks to the point of least conflict
+#   (Toy A); among compromise end points it ends with the least conflict energy (Toy B), without
+#   changing basins.
+# * Real multilingual typing at laptop scale: see the reading of Part 4 for what did and did not show.
+#   The paper's downstream claims (QA/NER/XNLI with mBERT) are not tested here.
+#
+# ## References
+# * S. Lee, H. B. Lee, J. Lee, S. J. Hwang. Sequential Reptile: Inter-Task Gradient Alignment for
+#   Multilingual Learning. ICLR 2022. arXiv:2110.02600. (No official code public.)
+# * A. Nichol, J. Achiam, J. Schulman. On First-Order Meta-Learning Algorithms (Reptile). 2018.
+# * T. Yu et al. Gradient Surgery for Multi-Task Learning (PCGrad). NeurIPS 2020.
+# * Z. Wang, Y. Tsvetkov, O. Firat, Y. Cao. Gradient Vaccine: Investigating and Improving Multi-task
+#   Optimization in Massively Multilingual Models (GradVac). ICLR 2021.
+# * Y. Shi et al. Gradient Matching for Domain Generalization (Fish). ICLR 2022.
+# * J. H. Clark et al. TyDi QA. TACL 2020. Unicode CLDR (locale data, via `babel`).
