@@ -21,6 +21,8 @@ rate, K the inner steps, eta the outer (interpolation) rate, g_t = grad L_t(phi)
 * **MTL**: gradient of the summed loss sum_t L_t (mixed batches)               -> mtl_gradient, mtl_step
   **PCGrad** (Yu et al. 2020) and **GradVac** (Wang et al. 2021) replace the sum by a projected sum.
                                                                               -> pcgrad, gradvac
+  Single-task fine-tuning (STL), one model per task, needs no function of its own: it is the network
+  experiment's ``finetune("STL", ...)`` in ``tutor/experiments/seq_reptile.py``.
 * **First-order expansion** (§3.2): with MG = (phi - theta_K) / alpha,
   ``MG = sum_k g_{t_k} - alpha sum_{j<k} H_{t_k} g_{t_j} + O(alpha^2)``; the O(alpha) part splits into
   inter-task pairs (t_j != t_k) and intra-task pairs (t_j == t_k).            -> expansion_terms
