@@ -298,3 +298,27 @@ def test_toy_config_errors():
         ToyConfig(donor_samples=1)
     with pytest.raises(ValueError, match="toy transfer"):
         mvt.toy_transfer(torch.zeros(1, 2, 3, 2), 2, 2, "gated", _gen(0))
+
+
+def test_experiment_driver_smoke(tmp_path):
+    import json
+
+    from tutor.experiments import mvt as driver
+    from tutor.train import load_checkpoint
+
+    out, ckpt = tmp_path / "mvt.json", tmp_path / "mvt.pt"
+    assert driver.main(["--seeds", "0", "1", "--steps", "2", "--lr-grid", "1e-3", "--val-episodes", "2",
+                        "--test-episodes", "3", "--hidden", "8", "--out", str(out), "--checkpoint", str(ckpt)]) == 0
+    record = json.loads(out.read_text())
+    assert set(record["tuning"]["chosen"]) == set(driver.METHODS)
+    seed0 = record["scores"]["nuisance"]["0"]
+    assert {"protonet/prototype", "gated/prototype", "gated/mahalanobis", "noise/prototype",
+            "naive/prototype"} <= set(seed0)
+    assert all(len(v) == 3 for v in seed0.values())
+    assert set(record["scores"]["no_nuisance"]["1"]) == {"protonet/prototype", "gated/prototype"}
+    row = record["summary"]["nuisance"]["gated/prototype"]
+    assert len(row["per_seed"]) == 2 and "diff_ci95" in row
+    meta, info = load_checkpoint(ckpt)
+    assert set(meta) == {"protonet", "gated"} and "transfer" in meta["gated"] and info["hidden"] == 8
+    with pytest.raises(ValueError, match="method must be one of"):
+        driver.make_learner("maml")
