@@ -520,26 +520,25 @@ def toy_accuracies(cfg: ToyConfig, episodes: int = 500, seed: int = 0, transfer:
     mu = sup.mean(2)                                                          # (E, N, 2)
     v_t = toy_transfer(data["donor"], n, cfg.virtual, transfer, gen)          # (E, N, M, 2)
     virt = mu[:, :, None] + v_t
-    q = qry.flatten(1, 2)                                                     # (E, N*Q, 2)
     y = torch.arange(n).repeat_interleave(qry.shape[2])
-
-    def acc(logits):                                                          # (E, N*Q, N)
-        return (logits.argmax(-1) == y).double().mean(-1)
-
-    def sqdist(p):
-        return (q[:, :, None] - p[:, None]).pow(2).sum(-1)
-
     p_aug = (cfg.shots * mu + virt.sum(2)) / (cfg.shots + cfg.virtual)
     flat = v_t.flatten(1, 2)                                                  # (E, N*M, 2)
     if flat.shape[1] >= 2 and transfer != "none":
         cov = flat.transpose(1, 2) @ flat / flat.shape[1] + 1e-6 * torch.eye(2, dtype=flat.dtype)
     else:
-        cov = torch.eye(2, dtype=q.dtype).expand(e, 2, 2)
-    prec = torch.linalg.inv(cov)                                              # (E, 2, 2)
-    diff = q[:, :, None] - mu[:, None]                                        # (E, NQ, N, 2)
-    maha = torch.einsum("eqni,eij,eqnj->eqn", diff, prec, diff)
-    prec_true = torch.linalg.inv(data["cov"])                                 # (E, N, 2, 2)
-    oracle = torch.einsum("eqni,enij,eqnj->eqn", diff, prec_true, diff) + torch.logdet(data["cov"])[:, None]
-    return {"euclidean": acc(-sqdist(mu)), "augmented": acc(-sqdist(p_aug)), "mahalanobis": acc(-maha),
-            "oracle": acc(-oracle), "mu": mu, "virtual": virt, "prototype_augmented": p_aug, "cov": cov,
-            "data": data}
+        cov = torch.eye(2, dtype=sup.dtype).expand(e, 2, 2)
+    prec, prec_true = torch.linalg.inv(cov), torch.linalg.inv(data["cov"])    # (E, 2, 2), (E, N, 2, 2)
+    logdet_true = torch.logdet(data["cov"])                                   # (E, N)
+    out = {k: [] for k in ("euclidean", "augmented", "mahalanobis", "oracle")}
+    for s in range(0, e, 200):                                                # chunks bound the memory
+        sl = slice(s, s + 200)
+        q = qry[sl].flatten(1, 2)                                             # (e, N*Q, 2)
+        diff = q[:, :, None] - mu[sl, None]                                   # (e, NQ, N, 2)
+        scores = {"euclidean": -diff.pow(2).sum(-1),
+                  "augmented": -(q[:, :, None] - p_aug[sl, None]).pow(2).sum(-1),
+                  "mahalanobis": -torch.einsum("eqni,eij,eqnj->eqn", diff, prec[sl], diff),
+                  "oracle": -torch.einsum("eqni,enij,eqnj->eqn", diff, prec_true[sl], diff) - logdet_true[sl, None]}
+        for k, logits in scores.items():
+            out[k].append((logits.argmax(-1) == y).double().mean(-1))
+    return {**{k: torch.cat(v) for k, v in out.items()}, "mu": mu, "virtual": virt, "prototype_augmented": p_aug,
+            "cov": cov, "data": data}
