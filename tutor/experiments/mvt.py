@@ -12,9 +12,11 @@ test; 4 donor classes x 5 images, disjoint from the targets, always base classes
 
 Methods, each trained from scratch with the core's ``meta_train`` (Conv4 embedding, Adam, the same
 number of episodes): ``protonet`` (the core's ProtoNet); ``gated`` (MVT-style gated transfer,
-option Q: virtual samples act as pseudo-queries through L_V, prototypes stay means); ``noise``
+option Q: virtual samples act as pseudo-queries through L_V, prototypes stay means); ``gated_p``
+(the same with option P in training: prototypes averaged with the virtual samples, so the transfer
+module also gets gradients through L_Q); ``noise``
 (the same losses with isotropic feature noise of matched norm); ``naive`` (raw donor deviations).
-Test heads: plain prototypes for every method (primary), and for ``protonet`` and ``gated`` also
+Test heads: plain prototypes for every method (primary), and for ``protonet`` and the gated models also
 option P at test ("augmented", the caveat) and the shared Mahalanobis head from transferred
 variation.  Tuning: every method's Adam learning rate from the same grid, on validation episodes
 (validation classes, never scored), seed 0; the seed-0 run at the chosen rate is reused.  Sanity
@@ -41,7 +43,7 @@ from tutor.train import EvalResult, compare, evaluate, mean_ci, meta_train, save
 
 __all__ = ["Setup", "make_setup", "make_learner", "train_method", "score_heads", "METHODS", "LR_GRID", "main"]
 
-METHODS = ("protonet", "gated", "noise", "naive")
+METHODS = ("protonet", "gated", "gated_p", "noise", "naive")
 LR_GRID = (3e-3, 1e-2, 3e-2)
 
 
@@ -73,6 +75,8 @@ def make_learner(method: str, hidden: int = 32):
     net = Conv4(hidden=hidden, ways=0)
     if method == "protonet":
         return ProtoNet(net)
+    if method == "gated_p":                     # option P in training: phi also gets gradients through L_Q
+        return MVT(net, MVTConfig(transfer="gated", option="P"))
     return MVT(net, MVTConfig(transfer=method))
 
 
@@ -139,8 +143,9 @@ def main(argv=None) -> int:
     grid = sorted(args.lr_grid)
     on_edge = {m: len(grid) > 1 and chosen[m] in (grid[0], grid[-1]) for m in METHODS}
 
-    heads_of = {"protonet": ("prototype", "augmented", "mahalanobis"),
-                "gated": ("prototype", "augmented", "mahalanobis"), "noise": ("prototype",), "naive": ("prototype",)}
+    all_heads = ("prototype", "augmented", "mahalanobis")
+    heads_of = {"protonet": all_heads, "gated": all_heads, "gated_p": all_heads, "noise": ("prototype",),
+                "naive": ("prototype",)}
     scores = {}           # scores[setting][seed][method/head] = per-episode accuracies
     histories = {}
     for seed in args.seeds:
