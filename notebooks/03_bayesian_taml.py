@@ -668,7 +668,8 @@ def draw_balancing(ways=5, layout="long tail", shots=25, ratio=25, source="ID", 
     ax.scatter(pts[:, 0], pts[:, 1], c=ep.support_y.numpy(), cmap="tab10", vmin=-0.5, vmax=9.5, s=18,
                edgecolor="k", lw=0.3)
     ax.set(title=f"support set in its signal plane (dims {plane.start}-{plane.stop - 1})", xlabel="", ylabel="")
-    fig.suptitle(f"{ways}-way task, shots {shot_list}, {source}", fontsize=10)
+    fig.suptitle(f"{ways}-way task ({layout}, largest {shots} shots, ratio {ratio}): shots {shot_list}, {source}",
+                 fontsize=10)
     fig.subplots_adjust(left=0.05, right=0.98, bottom=0.08, top=0.88, wspace=0.28, hspace=0.45)  # (tight_layout: slow)
     return fig
 
