@@ -555,8 +555,11 @@ def draw_alignment(toy="A: valley (2 tasks)", alpha=0.1, K=2, eta=0.5, order="ra
         for m, r in runs.items():
             ax[1, 2].plot((r.phis[:, 0] - torch.tensor([4.0, 0.0], dtype=D)).norm(dim=-1), color=COLORS[m])
         ax[1, 2].set(title="distance to the compromise B", xlabel="outer step")
+    targets = f"task targets c = ({c1:.3g}, {c2:.3g})" + ("" if toy.startswith("A") else " (used by toy A only)")
     if failed:
-        fig.suptitle(f"diverged: {', '.join(failed)} — lower α or η, or move the start", color="red")
+        fig.suptitle(f"diverged: {', '.join(failed)} — lower α or η, or move the start; {targets}", color="red")
+    else:
+        fig.suptitle(f"{toy}: K={K}, η={eta:.3g}, {order} order, {steps} outer steps; {targets}", fontsize=10)
     fig.subplots_adjust(hspace=0.4, wspace=0.3, left=0.05, right=0.97, top=0.9, bottom=0.07)
     return fig
 
