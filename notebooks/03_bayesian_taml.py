@@ -35,9 +35,7 @@
 # machine, up to 8 min on a busy shared one (`TUTOR_FULL=1`: 3× longer training).
 
 # %%
-import hashlib
 import inspect
-import json
 import os
 from pathlib import Path
 
@@ -49,6 +47,7 @@ import torch.nn.functional as F
 import tutor
 from tutor import checks, widgets
 from tutor.data import GaussianClassTasks
+from tutor.experiments import load_results, sha256_of
 from tutor.experiments.bayesian_taml import METHODS, train_method, vector_tasks
 from tutor.meta import inner_loop
 from tutor.nets import MLP
@@ -243,8 +242,7 @@ assert torch.allclose(kl_to_standard_normal(mu, sd), ref)
 # fixed 300 ID and 300 OOD test tasks**.
 
 # %%
-saved_bytes = RESULTS.read_bytes()
-saved = json.loads(saved_bytes)
+saved = load_results(RESULTS.name)     # checks the SHA-256 in data/results/SHA256SUMS
 steps = 3000 if FULL else 1000
 LIVE = ["MAML", "Meta-SGD 1/N", "Bayesian TAML (beta 0.1)"]
 tuned_as = {m: m if m in saved["tuning"] else "Bayesian TAML (beta 0.1)" for m in METHODS}
@@ -370,9 +368,7 @@ print(f"||E[z~]||: ID {np.mean(z_id):.2f} ± {np.std(z_id):.2f}, OOD {np.mean(z_
 # against `data/results/SHA256SUMS`, and everything below is recomputed from the per-task scores.
 
 # %%
-listed = dict(line.split()[::-1] for line in (DATA / "SHA256SUMS").read_text().splitlines() if line.strip())
-digest = hashlib.sha256(saved_bytes).hexdigest()
-assert listed["bayesian_taml.json"] == digest, "data/results/bayesian_taml.json does not match its checksum"
+digest = sha256_of(RESULTS)             # load_results above refused the file if this differed from SHA256SUMS
 print(f"checksum ok ({digest[:12]}…)\ncommand: {saved['command']}\ndate: {saved['date']}, torch {saved['torch']}")
 for m, t in saved["tuning"].items():
     grid = ", ".join(f"{k}: {'diverged' if v is None else f'{v * 100:.1f}%'}" for k, v in t["grid"].items())

@@ -33,9 +33,7 @@
 # **Time.** Reading ≈ 35 min. Compute ≈ 1 min on 2 CPU cores (`TUTOR_FULL=1`: three live seeds).
 
 # %%
-import hashlib
 import inspect
-import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -47,6 +45,7 @@ import torch
 import tutor
 from tutor import checks, widgets
 from tutor.experiments import hyperdistill as driver
+from tutor.experiments import load_results
 from tutor.papers.hyperdistill import (
     QuadraticProblem,
     cosine,
@@ -217,10 +216,7 @@ assert rel < 1e-10
 # First a **live run** of seed 0 (same code, the tuned learning rates), then the shipped 5-seed record.
 
 # %%
-raw = RESULTS.read_bytes()
-sums = dict(line.split()[::-1] for line in (RESULTS.parent / "SHA256SUMS").read_text().splitlines() if line.strip())
-assert hashlib.sha256(raw).hexdigest() == sums[RESULTS.name], "data/results/hyperdistill.json does not match SHA256SUMS"
-saved = json.loads(raw)
+saved = load_results(RESULTS.name)     # raises unless the file matches its SHA-256 in data/results/SHA256SUMS
 print(f"precomputed: {saved['command']} ({saved['date']}, torch {saved['torch']}, {saved['seconds']:.0f} s)")
 lrs = saved["tuning"]["chosen"]
 print("hyper learning rates chosen on validation tasks:", {m: f"{v:.2g}" for m, v in lrs.items()})
