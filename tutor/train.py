@@ -7,6 +7,7 @@ The loop knows nothing about any particular paper: it asks a :class:`~tutor.meta
 from __future__ import annotations
 
 import functools
+import io
 import math
 import os
 import time
@@ -250,16 +251,25 @@ def compare(a: EvalResult, b: EvalResult) -> PairedResult:
     return PairedResult(a, b, m, ci)
 
 
-def save_checkpoint(path, meta: dict, info: dict | None = None) -> Path:
-    """Save meta-parameters (detached, on the CPU) and a dict of plain info with ``torch.save``."""
+def save_checkpoint(path, meta: dict, info: dict | None = None, *, overwrite: bool = False) -> Path:
+    """Save meta-parameters (detached, on the CPU) and a dict of plain info with ``torch.save``.
+
+    An existing file is replaced only with ``overwrite=True`` (a checkpoint you made is never lost by
+    accident); the write is atomic (temporary file, then rename), so an interruption leaves the old file.
+    """
+    from tutor.outputs import atomic_write_bytes, check_output_path
+
     def plain(d):
         return {k: plain(v) if isinstance(v, dict) else v.detach().cpu() for k, v in d.items()}
     _check_plain(info or {}, "info")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    check_output_path(path, overwrite=overwrite, setting="checkpoint path")
     def flags(d):
         return {k: flags(v) if isinstance(v, dict) else bool(v.requires_grad) for k, v in d.items()}
-    torch.save({"meta": plain(meta), "trainable": flags(meta), "info": info or {}}, path)
+    buf = io.BytesIO()
+    torch.save({"meta": plain(meta), "trainable": flags(meta), "info": info or {}}, buf)
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 

@@ -7,12 +7,13 @@ argument to change and what is allowed, instead of an error from deep inside tor
 
 from __future__ import annotations
 
+import argparse
 import math
 import numbers
 
 import torch
 
-__all__ = ["as_int", "as_float", "check_labels", "check_inputs", "check_targets"]
+__all__ = ["as_int", "as_float", "check_labels", "check_inputs", "check_targets", "cli_int", "cli_float"]
 
 
 def as_int(value, name: str, minimum: int | None = None) -> int:
@@ -44,6 +45,39 @@ def as_float(value, name: str, minimum: float | None = None, strict: bool = Fals
     if minimum is not None and (value <= minimum if strict else value < minimum):
         raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}, got {value}")
     return value
+
+
+def cli_int(minimum: int | None = None):
+    """An ``argparse`` ``type=`` that parses an integer ``>= minimum``; argparse names the flag in the error
+    (``argument --steps: must be an integer >= 1, got 0``) and nothing runs."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {minimum}" if minimum is not None else "integer"
+    return parse
+
+
+def cli_float(minimum: float | None = None, strict: bool = False, maximum: float | None = None):
+    """An ``argparse`` ``type=`` that parses a finite float ``>= minimum`` (``>`` when ``strict``), ``<= maximum``."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        if minimum is not None and (value <= minimum if strict else value < minimum):
+            raise argparse.ArgumentTypeError(f"must be a number {'>' if strict else '>='} {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be a number <= {maximum}, got {value}")
+        return value
+    parse.__name__ = "number"
+    return parse
 
 
 def check_inputs(x: torch.Tensor, name: str) -> None:

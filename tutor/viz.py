@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 __all__ = ["glyph_gallery", "show_episode", "learning_curves", "bars_with_ci", "decision_regions",
-           "to_numpy"]
+           "regime_plot", "to_numpy"]
 
 
 def to_numpy(t) -> np.ndarray:
@@ -141,4 +141,45 @@ def decision_regions(predict, x: torch.Tensor, y: torch.Tensor, ax=None, resolut
     ax.legend(loc="best", fontsize=8)
     if title:
         ax.set_title(title)
+    return fig or ax.figure
+
+
+def regime_plot(regime: dict, operating_point=None, ax=None, scale: float = 1.0, xlog: bool | None = None,
+                label: str | None = None):
+    """A regime map: the paired gain of the method over its baseline against the factor.
+
+    ``regime`` is the dict a driver stores under ``"regime"`` (``tutor.experiments.regime``). Draws the
+    mean difference per factor value with its Student-t 95% band over seeds, the seeds as dots, the zero
+    line, and the paper's operating point (``operating_point``, a factor value) as a dashed line. The
+    y-axis is ``method - baseline`` times ``scale``; its label says which direction is better.
+    """
+    from tutor.experiments.regime import summarise_regime
+
+    points = summarise_regime(regime)
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    numeric = all(isinstance(p.value, (int, float)) and not isinstance(p.value, bool) for p in points)
+    xs = [p.value for p in points] if numeric else list(range(len(points)))
+    means = np.array([p.mean for p in points]) * scale
+    cis = np.nan_to_num(np.array([p.ci95 for p in points]) * scale)
+    line = ax.plot(xs, means, "o-", label=label or f"{regime['method']} - {regime['baseline']}")[0]
+    ax.fill_between(xs, means - cis, means + cis, color=line.get_color(), alpha=0.2)
+    for x, p in zip(xs, points):
+        ax.scatter([x] * len(p.diffs), np.array(p.diffs) * scale, s=10, color=line.get_color(), alpha=0.5)
+    ax.axhline(0, color="k", lw=0.8)
+    if operating_point is not None:
+        at = operating_point if numeric else [str(p.value) for p in points].index(str(operating_point))
+        ax.axvline(at, color="gray", ls="--", lw=1)
+        ax.annotate("paper's setting", (at, ax.get_ylim()[1]), fontsize=8, color="gray", ha="left", va="top")
+    if not numeric:
+        ax.set_xticks(xs, [str(p.value) for p in points])
+    if xlog if xlog is not None else (numeric and min(xs) > 0 and max(xs) / min(xs) >= 20):
+        ax.set_xscale("log")
+    better = "higher" if regime["higher_is_better"] else "lower"
+    ax.set_xlabel(regime["factor"])
+    ax.set_ylabel(f"{regime['metric']}: method - baseline\n({better} is better for the method)")
+    ax.set_title(f"regime map: {regime['method']} vs {regime['baseline']} ({len(points[0].diffs)} seeds, 95% t)",
+                 fontsize=10)
+    ax.grid(alpha=0.3)
     return fig or ax.figure

@@ -12,7 +12,7 @@ import hashlib
 import json
 from pathlib import Path
 
-__all__ = ["RESULTS_DIR", "load_results", "sha256_of"]
+__all__ = ["RESULTS_DIR", "load_results", "sha256_of"]  # regime maps: tutor.experiments.regime
 
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "data" / "results"
 
@@ -40,6 +40,7 @@ def load_results(name: str, directory=None) -> dict:
             parts = line.split()
             if len(parts) == 2:
                 expected[parts[1].lstrip("*")] = parts[0]
+    expected = {k: v.lower() for k, v in expected.items()}     # sha256sum writes lower case; accept either
     if name not in expected:
         raise FileNotFoundError(f"no checksum for {name} in {sums}; add the line `sha256sum {name}` prints")
     actual = sha256_of(path)
@@ -47,4 +48,12 @@ def load_results(name: str, directory=None) -> dict:
         raise ValueError(f"{path} does not match its checksum in {sums} (expected {expected[name][:12]}..., "
                          f"got {actual[:12]}...): the file was changed after our script wrote it; "
                          "regenerate it with the command in data/README.md")
-    return json.loads(path.read_text())
+    record = json.loads(path.read_text())
+    if isinstance(record, dict) and "regime" in record:
+        from tutor.experiments.regime import check_regime
+
+        try:
+            check_regime(record["regime"])
+        except ValueError as e:
+            raise ValueError(f"{path}: malformed regime map: {e}") from None
+    return record

@@ -1,6 +1,6 @@
 """Deep-AMTFL experiments: the synthetic comparison (live in notebook 01) and the deep glyph run.
 
-    python -m tutor.experiments.amtfl --seeds 0 1 2 3 4 --out data/results/amtfl_deep.json
+    python -m tutor.experiments.amtfl --seeds 0 1 2 3 4 --out data/results/amtfl_deep.json --overwrite
 
 Synthetic (notes §6.1): 12 regression tasks, 6 easy (noise 0.5) and 6 hard (noise 4.0), 25
 training points each; STL, GO-MTL, AMTL and AMTFL (and AMTFL with the loss weighting off) on the
@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 
 import torch
 
 from tutor.data.multitask import imbalanced_glyphs, synthetic_regression
+from tutor.outputs import add_output_arguments, atomic_write_json, dry_run_report, resolve_output
 from tutor.papers.amtfl import (
     AMTFLConfig,
     DeepConfig,
@@ -33,6 +33,7 @@ from tutor.papers.amtfl import (
     rmse,
     task_losses,
 )
+from tutor.validation import cli_int
 
 __all__ = ["TUNING_GRIDS", "tune_synthetic", "fit_synthetic", "synthetic_comparison", "deep_comparison",
            "DEEP_COUNTS", "DEEP_METHODS", "main"]
@@ -157,10 +158,13 @@ def deep_comparison(seeds, steps: int = 1500, methods: dict | None = None) -> di
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--out", default="data/results/amtfl_deep.json")
+    p.add_argument("--seeds", type=cli_int(0), nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--steps", type=cli_int(1), default=1500)
+    add_output_arguments(p, "amtfl_deep.json")
     args = p.parse_args(argv)
+    out = resolve_output(args.out, "amtfl_deep.json", overwrite=args.overwrite)     # checked before any work
+    if args.dry_run:
+        return dry_run_report(args, out)
     torch.set_num_threads(1)
     res = deep_comparison(args.seeds, args.steps)
     record = {"command": "python -m tutor.experiments.amtfl " + " ".join(argv or sys.argv[1:]),
@@ -171,8 +175,8 @@ def main(argv=None) -> int:
         e = torch.tensor(errs)
         print(f"{name:24s} mean {e.mean():.3f}  frequent (>= 9 images) {e[:, :7].mean():.3f}  "
               f"rare (<= 3) {e[:, 15:].mean():.3f}")
-    with open(args.out, "w") as f:
-        json.dump(record, f, indent=1)
+    atomic_write_json(out, record, indent=1)
+    print("wrote", out)
     return 0
 
 

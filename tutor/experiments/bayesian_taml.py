@@ -1,7 +1,7 @@
 """MAML, Meta-SGD, Meta-SGD 1/N and (Deterministic / Bayesian) TAML on any-shot Gaussian-class tasks.
 
     python -m tutor.experiments.bayesian_taml --seeds 0 1 2 --steps 1000 --grid 0.005 0.01 0.02 0.04 0.08 0.16 \\
-        --out data/results/bayesian_taml.json
+        --out data/results/bayesian_taml.json --overwrite
 
 Protocol (same for every method): 16-d Gaussian-class vector tasks (notes §7.1), 5-way any-shot
 (shots per class in 1..25, half of the tasks class-imbalanced), 10 queries per class; OOD tasks move
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import json
 import platform
 import shlex
 import sys
@@ -32,8 +31,10 @@ import torch
 
 from tutor.data import GaussianClassTasks
 from tutor.nets import MLP
+from tutor.outputs import add_output_arguments, atomic_write_json, dry_run_report, resolve_output
 from tutor.papers.bayesian_taml import TAML, evaluate_metrics, preset
 from tutor.train import meta_train
+from tutor.validation import cli_float, cli_int
 
 __all__ = ["AnyShotVectorTasks", "vector_tasks", "make_learner", "train_method", "METHODS", "readouts", "main"]
 
@@ -120,20 +121,21 @@ def _scores(results: dict) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--grid", type=float, nargs="+", default=[0.005, 0.01, 0.02, 0.04, 0.08, 0.16],
-                   help="initial inner lr alpha")
-    p.add_argument("--tune-steps", type=int, default=500, help="meta-iterations of every tuning run")
-    p.add_argument("--methods", nargs="+", default=DEFAULT_METHODS)
-    p.add_argument("--n-val", type=int, default=100)
-    p.add_argument("--n-test", type=int, default=300)
-    p.add_argument("--mc", type=int, default=10)
-    p.add_argument("--out", default="data/results/bayesian_taml.json")
+    p.add_argument("--seeds", type=cli_int(0), nargs="+", default=[0, 1, 2])
+    p.add_argument("--steps", type=cli_int(1), default=1000)
+    p.add_argument("--grid", type=cli_float(0, strict=True), nargs="+",
+                   default=[0.005, 0.01, 0.02, 0.04, 0.08, 0.16], help="initial inner lr alpha")
+    p.add_argument("--tune-steps", type=cli_int(1), default=500, help="meta-iterations of every tuning run")
+    p.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=list(METHODS), metavar="METHOD",
+                   help=f"any of {list(METHODS)}")
+    p.add_argument("--n-val", type=cli_int(1), default=100)
+    p.add_argument("--n-test", type=cli_int(1), default=300)
+    p.add_argument("--mc", type=cli_int(1), default=10, help="Monte-Carlo samples per prediction (>= 1)")
+    add_output_arguments(p, "bayesian_taml.json")
     args = p.parse_args(argv)
-    for m in args.methods:
-        if m not in METHODS:
-            raise ValueError(f"unknown method {m!r}; choose from {list(METHODS)}")
+    out = resolve_output(args.out, "bayesian_taml.json", overwrite=args.overwrite)   # checked before any work
+    if args.dry_run:
+        return dry_run_report(args, out)
     torch.set_num_threads(1)
     train, val, test_id, test_ood = vector_tasks(args.n_val, args.n_test)
     cli = argv if argv is not None else sys.argv[1:]  # shlex-quoted: method names contain spaces
@@ -185,9 +187,8 @@ def main(argv=None) -> int:
                 print(f"seed {seed} {method:26s} {kind:5s} ({wall:.0f} s): ID acc {rid['accuracy'].mean * 100:.1f} "
                       f"tail {rid['tail_recall'].mean * 100:.1f} | OOD acc {rood['accuracy'].mean * 100:.1f} "
                       f"tail {rood['tail_recall'].mean * 100:.1f}", flush=True)
-    with open(args.out, "w") as f:
-        json.dump(record, f, indent=None, separators=(",", ":"))
-    print("wrote", args.out)
+    atomic_write_json(out, record, indent=None, separators=(",", ":"))
+    print("wrote", out)
     return 0
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 from dataclasses import dataclass
 
@@ -26,7 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from tutor.data import load_glyphs
+from tutor.outputs import add_output_arguments, atomic_write_json, dry_run_report, resolve_output
 from tutor.papers.cts import cts_step, reptile_step
+from tutor.validation import cli_int
 
 __all__ = ["GlyphDatasets", "make_datasets", "trunk_init", "forward", "meta_train", "finetune_accuracy", "main"]
 
@@ -175,10 +176,13 @@ def run(seeds, budget: int, checkpoints, betas: dict) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--budget", type=int, default=2000)
-    p.add_argument("--out", default=None)
+    p.add_argument("--seeds", type=cli_int(0), nargs="+", default=[0, 1, 2])
+    p.add_argument("--budget", type=cli_int(1), default=2000, help="inner steps per task (>= 1)")
+    add_output_arguments(p, "cts_glyphs.json")
     args = p.parse_args(argv)
+    out = resolve_output(args.out, "cts_glyphs.json", overwrite=args.overwrite)      # checked before any work
+    if args.dry_run:
+        return dry_run_report(args, out)
     torch.set_num_threads(1)
     checkpoints = sorted({0, *[c for c in (250, 500, 1000, 2000, 4000, 8000) if c <= args.budget], args.budget})
     tuning = tune_beta(args.budget)
@@ -186,12 +190,11 @@ def main(argv=None) -> int:
     results = run(args.seeds, args.budget, checkpoints, tuning["chosen"])
     for name, by_c in results.items():
         print(name, {c: round(sum(v) / len(v) * 100, 2) for c, v in by_c.items()})
-    if args.out:
-        record = {"command": "python -m tutor.experiments.cts_glyphs " + " ".join(argv or sys.argv[1:]),
-                  "date": datetime.date.today().isoformat(), "torch": torch.__version__,
-                  "tuning": tuning, "checkpoints": checkpoints, "results": results}
-        with open(args.out, "w") as f:
-            json.dump(record, f, indent=1)
+    record = {"command": "python -m tutor.experiments.cts_glyphs " + " ".join(argv or sys.argv[1:]),
+              "date": datetime.date.today().isoformat(), "torch": torch.__version__,
+              "tuning": tuning, "checkpoints": checkpoints, "results": results}
+    atomic_write_json(out, record, indent=1)
+    print("wrote", out)
     return 0
 
 

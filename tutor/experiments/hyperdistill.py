@@ -1,6 +1,6 @@
 """App. G of HyperDistill at laptop scale: ANIL sinusoid regression with online hyperparameter learning.
 
-    python -m tutor.experiments.hyperdistill --seeds 0 1 2 3 4 --out data/results/hyperdistill.json
+    python -m tutor.experiments.hyperdistill --seeds 0 1 2 3 4 --out data/results/hyperdistill.json --overwrite
 
 The feature extractor (tanh 1-40-40-40, ``lam``) is learned online by each hypergradient estimator
 (FO, one-step lookahead, HyperDistill gamma = 0.9, DrMAD offline, N.IFT(3, 5)); the linear head's
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 import time
 from dataclasses import asdict, replace
@@ -25,7 +24,9 @@ from dataclasses import asdict, replace
 import torch
 
 from tutor.data.tasks import SinusoidTasks
+from tutor.outputs import add_output_arguments, atomic_write_json, dry_run_report, resolve_output
 from tutor.papers.hyperdistill import ANILRegression, HyperDistillConfig, jvps_per_inner_opt, meta_test_mse, meta_train
+from tutor.validation import cli_int
 
 __all__ = ["HEADLINE", "fixed_tasks", "score", "tune_hyper_lr", "run", "main"]
 
@@ -98,13 +99,16 @@ def run(cfg: HyperDistillConfig, seeds, lrs: dict, methods=HEADLINE, n_test: int
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    p.add_argument("--inner-opts", type=int, default=None, help="M (default: the config's)")
-    p.add_argument("--meta-batch", type=int, default=None)
-    p.add_argument("--inner-steps", type=int, default=None)
-    p.add_argument("--n-tasks", type=int, default=200, help="validation and test tasks")
-    p.add_argument("--out", default=None)
+    p.add_argument("--seeds", type=cli_int(0), nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--inner-opts", type=cli_int(1), default=None, help="M (default: the config's)")
+    p.add_argument("--meta-batch", type=cli_int(1), default=None)
+    p.add_argument("--inner-steps", type=cli_int(1), default=None)
+    p.add_argument("--n-tasks", type=cli_int(1), default=200, help="validation and test tasks")
+    add_output_arguments(p, "hyperdistill.json")
     args = p.parse_args(argv)
+    out_path = resolve_output(args.out, "hyperdistill.json", overwrite=args.overwrite)   # before any work
+    if args.dry_run:
+        return dry_run_report(args, out_path)
     torch.set_num_threads(1)
     start = time.perf_counter()
     overrides = {k: v for k, v in {"inner_opts": args.inner_opts, "meta_batch": args.meta_batch,
@@ -120,16 +124,14 @@ def main(argv=None) -> int:
               + f"   JVPs/inner-opt {jvps_per_inner_opt(m, cfg)}", flush=True)
     for g, rows in out["gamma_ablation"].items():
         print(f"hyperdistill gamma={g}: " + " ".join(f"{r['mse']:.4f}" for r in rows))
-    if args.out:
-        cfg_dict = asdict(cfg)
-        record = {"command": "python -m tutor.experiments.hyperdistill " + " ".join(argv or sys.argv[1:]),
-                  "date": datetime.date.today().isoformat(), "torch": torch.__version__,
-                  "seconds": round(time.perf_counter() - start, 1), "config": cfg_dict, "seeds": args.seeds,
-                  "test_seed": TEST_SEED, "val_seed": VAL_SEED, "n_tasks": args.n_tasks,
-                  "jvps_per_inner_opt": {m: jvps_per_inner_opt(m, cfg) for m in HEADLINE},
-                  "tuning": tuning, **out}
-        with open(args.out, "w") as f:
-            json.dump(record, f, indent=1)
+    record = {"command": "python -m tutor.experiments.hyperdistill " + " ".join(argv or sys.argv[1:]),
+              "date": datetime.date.today().isoformat(), "torch": torch.__version__,
+              "seconds": round(time.perf_counter() - start, 1), "config": asdict(cfg), "seeds": args.seeds,
+              "test_seed": TEST_SEED, "val_seed": VAL_SEED, "n_tasks": args.n_tasks,
+              "jvps_per_inner_opt": {m: jvps_per_inner_opt(m, cfg) for m in HEADLINE},
+              "tuning": tuning, **out}
+    atomic_write_json(out_path, record, indent=1)
+    print("wrote", out_path)
     print(f"done in {time.perf_counter() - start:.0f} s")
     return 0
 

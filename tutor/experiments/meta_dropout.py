@@ -1,7 +1,7 @@
 """MAML vs Meta-Dropout on glyph 10-way 1-shot: the live notebook run and the multi-seed script.
 
     python -m tutor.experiments.meta_dropout --seeds 0 1 2 --steps 1000 \\
-        --out data/results/meta_dropout.json
+        --out data/results/meta_dropout.json --overwrite
 
 Protocol (same for every method): the fast MLP learner (196-128-128-10 with batch norm after the
 noisy product) on 14x14 glyphs; 10-way 1-shot, 10 queries per class; 5 second-order inner steps;
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import platform
 import sys
 import time
@@ -24,8 +23,10 @@ import torch
 
 from tutor.data import EpisodeSampler, fixed_episodes, load_glyphs
 from tutor.nets import MLP
+from tutor.outputs import add_output_arguments, atomic_write_json, dry_run_report, resolve_output
 from tutor.papers.meta_dropout import MetaDropout, MetaDropoutConfig
 from tutor.train import compare, evaluate, meta_train
+from tutor.validation import cli_float, cli_int
 
 __all__ = ["glyph_tasks", "make_learner", "train_variant", "VARIANTS", "main"]
 
@@ -74,14 +75,18 @@ def train_variant(variant: str, train_sampler, steps: int, seed: int, lr: float 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--lr-grid", type=float, nargs="+", default=[0.1, 0.3, 0.5])
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS))
-    p.add_argument("--val-episodes", type=int, default=200)
-    p.add_argument("--test-episodes", type=int, default=300)
-    p.add_argument("--out", default="data/results/meta_dropout.json")
+    p.add_argument("--seeds", type=cli_int(0), nargs="+", default=[0, 1, 2])
+    p.add_argument("--steps", type=cli_int(1), default=1000)
+    p.add_argument("--lr-grid", type=cli_float(0, strict=True), nargs="+", default=[0.1, 0.3, 0.5])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="VARIANT",
+                   help=f"any of {list(VARIANTS)}")
+    p.add_argument("--val-episodes", type=cli_int(1), default=200)
+    p.add_argument("--test-episodes", type=cli_int(2), default=300)
+    add_output_arguments(p, "meta_dropout.json")
     args = p.parse_args(argv)
+    out = resolve_output(args.out, "meta_dropout.json", overwrite=args.overwrite)   # checked before any work
+    if args.dry_run:
+        return dry_run_report(args, out)
     torch.set_num_threads(1)
     train, val, test = glyph_tasks(n_val=args.val_episodes, n_test=args.test_episodes)
     record = {"command": "python -m tutor.experiments.meta_dropout " + " ".join(argv or sys.argv[1:]),
@@ -118,9 +123,8 @@ def main(argv=None) -> int:
         c = compare(EvalResult(base["scores"], base["mean"], base["ci95"]),
                     EvalResult(md["scores"], md["mean"], md["ci95"]))
         print(f"seed {seed}: Meta-Dropout (S=10) - MAML = {c}")
-    with open(args.out, "w") as f:
-        json.dump(record, f, indent=1)
-    print("wrote", args.out)
+    atomic_write_json(out, record, indent=1)
+    print("wrote", out)
     return 0
 
 

@@ -1,7 +1,7 @@
 """MVT-style variance transfer on glyphs: ProtoNet vs gated transfer vs controls, 5-way 1-shot.
 
     python -m tutor.experiments.mvt --seeds 0 1 2 --out data/results/mvt.json \
-        --checkpoint data/checkpoints/mvt_glyphs.pt
+        --checkpoint data/checkpoints/mvt_glyphs.pt --overwrite
 
 Data: the in-distribution glyph bank split by class (``bank.split``, seed 0): 60% base classes for
 meta-training (and the donor pool at every stage), 20% validation classes (tuning), 20% novel test
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -38,8 +37,10 @@ from tutor.data import load_glyphs
 from tutor.data.episodes import fixed_episodes
 from tutor.meta import ProtoNet
 from tutor.nets import Conv4
+from tutor.outputs import add_output_arguments, atomic_write_json, dry_run_report, resolve_output
 from tutor.papers.mvt import MVT, MVTConfig, mvt_samplers
 from tutor.train import EvalResult, compare, evaluate, mean_ci, meta_train, save_checkpoint
+from tutor.validation import cli_float, cli_int
 
 __all__ = ["Setup", "make_setup", "make_learner", "train_method", "score_heads", "METHODS", "LR_GRID", "main"]
 
@@ -111,15 +112,21 @@ def score_heads(learner, meta, episodes, heads=("prototype",)) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--steps", type=int, default=300, help="outer steps (meta-batch 2: twice as many episodes)")
-    p.add_argument("--lr-grid", type=float, nargs="+", default=list(LR_GRID))
-    p.add_argument("--val-episodes", type=int, default=100)
-    p.add_argument("--test-episodes", type=int, default=300)
-    p.add_argument("--hidden", type=int, default=32)
-    p.add_argument("--out", default=None)
-    p.add_argument("--checkpoint", default=None, help="save the seed-0 protonet and gated models here")
+    p.add_argument("--seeds", type=cli_int(0), nargs="+", default=[0, 1, 2])
+    p.add_argument("--steps", type=cli_int(1), default=300, help="outer steps (meta-batch 2: twice as many episodes)")
+    p.add_argument("--lr-grid", type=cli_float(0, strict=True), nargs="+", default=list(LR_GRID))
+    p.add_argument("--val-episodes", type=cli_int(1), default=100)
+    p.add_argument("--test-episodes", type=cli_int(2), default=300)
+    p.add_argument("--hidden", type=cli_int(1), default=32)
+    add_output_arguments(p, "mvt.json")
+    p.add_argument("--checkpoint", default=None, help="save the seed-0 protonet and gated models here "
+                   "(an existing file is refused unless --overwrite)")
     args = p.parse_args(argv)
+    out = resolve_output(args.out, "mvt.json", overwrite=args.overwrite)             # checked before any work
+    if args.checkpoint is not None:
+        resolve_output(args.checkpoint, "mvt.pt", overwrite=args.overwrite, setting="--checkpoint")
+    if args.dry_run:
+        return dry_run_report(args, *([out] if args.checkpoint is None else [out, args.checkpoint]))
     torch.set_num_threads(1)
     start = time.perf_counter()
     on, off = make_setup(1.0, args.val_episodes, args.test_episodes), None
@@ -169,23 +176,22 @@ def main(argv=None) -> int:
             print(setting, name, row)
     if args.checkpoint:
         models = {m: trained[("ckpt", m)] for m in ("protonet", "gated")}
-        save_checkpoint(args.checkpoint, models,
+        save_checkpoint(args.checkpoint, models, overwrite=args.overwrite, info=
                         {"command": "python -m tutor.experiments.mvt " + " ".join(argv or sys.argv[1:]),
                          "date": datetime.date.today().isoformat(), "torch": str(torch.__version__),
                          "hidden": args.hidden, "seed": args.seeds[0], "lr": {m: chosen[m] for m in models}})
-    if args.out:
-        record = {"command": "python -m tutor.experiments.mvt " + " ".join(argv or sys.argv[1:]),
-                  "date": datetime.date.today().isoformat(), "torch": str(torch.__version__),
-                  "seconds": round(time.perf_counter() - start, 1),
-                  "config": {"steps": args.steps, "meta_batch": 2, "hidden": args.hidden, "ways": 5, "shots": 1,
-                             "donors": 4, "donor_shots": 5, "virtual": 5, "lambda_v": 0.5, "option": "Q",
-                             "test_virtual": 20, "shrinkage": 0.5, "val_episodes": args.val_episodes,
-                             "test_episodes": args.test_episodes},
-                  "tuning": {"grid": grid, "validation": validation, "chosen": chosen, "on_edge": on_edge},
-                  "scores": scores, "summary": summary,
-                  "train_loss": {m: {str(s): h[::10] for s, h in v.items()} for m, v in histories.items()}}
-        with open(args.out, "w") as f:
-            json.dump(record, f, indent=1)
+    record = {"command": "python -m tutor.experiments.mvt " + " ".join(argv or sys.argv[1:]),
+              "date": datetime.date.today().isoformat(), "torch": str(torch.__version__),
+              "seconds": round(time.perf_counter() - start, 1),
+              "config": {"steps": args.steps, "meta_batch": 2, "hidden": args.hidden, "ways": 5, "shots": 1,
+                         "donors": 4, "donor_shots": 5, "virtual": 5, "lambda_v": 0.5, "option": "Q",
+                         "test_virtual": 20, "shrinkage": 0.5, "val_episodes": args.val_episodes,
+                         "test_episodes": args.test_episodes},
+              "tuning": {"grid": grid, "validation": validation, "chosen": chosen, "on_edge": on_edge},
+              "scores": scores, "summary": summary,
+              "train_loss": {m: {str(s): h[::10] for s, h in v.items()} for m, v in histories.items()}}
+    atomic_write_json(out, record, indent=1)
+    print("wrote", out)
     return 0
 
 

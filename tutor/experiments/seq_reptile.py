@@ -1,7 +1,8 @@
 """A real multilingual experiment for Sequential Reptile, offline: CLDR names in many languages.
 
-    python -m tutor.experiments.seq_reptile pretrain           # once: writes data/checkpoints/seq_reptile_mlm.pt
-    python -m tutor.experiments.seq_reptile --seeds 0 1 2 3 4 --out data/results/seq_reptile.json
+    python -m tutor.experiments.seq_reptile pretrain           # writes runs/seq_reptile_mlm.pt (the shipped
+        # one is data/checkpoints/seq_reptile_mlm.pt: --out data/checkpoints/seq_reptile_mlm.pt --overwrite)
+    python -m tutor.experiments.seq_reptile --seeds 0 1 2 3 4 --out data/results/seq_reptile.json --overwrite
 
 **"Multilingual model".**  A small character-level encoder (embedding 32, two width-5 convolutions of
 64 channels with a residual connection; ``CharEncoder``) pretrained by masked-character prediction
@@ -41,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import math
 import os
 import sys
@@ -61,6 +61,7 @@ from tutor.data.cldr import (
     encode,
     pretraining_corpus,
 )
+from tutor.outputs import add_output_arguments, atomic_write_json, dry_run_report, resolve_output
 from tutor.papers.seq_reptile import (
     InnerOptimizer,
     gradvac,
@@ -71,6 +72,7 @@ from tutor.papers.seq_reptile import (
     random_order,
     seq_reptile_step,
 )
+from tutor.validation import cli_float, cli_int
 
 __all__ = ["ZERO_SHOT", "OTHER_LOCALES", "METHODS", "CLDRConfig", "CLDRData", "build_data", "init_encoder",
            "features", "mlm_loss", "typing_logits", "Flat", "pretrain", "load_pretrained", "TypingOracle",
@@ -457,8 +459,8 @@ def _pretrain_main(args) -> int:
             "command": "python -m tutor.experiments.seq_reptile pretrain " + " ".join(args.rest),
             "date": datetime.date.today().isoformat(), "torch": str(torch.__version__)}
     seconds = round(time.perf_counter() - start, 1)
-    out = Path(args.out) if args.out else CHECKPOINT
-    save_checkpoint(out, params, info)
+    save_checkpoint(args.out_path, params, info, overwrite=args.overwrite)
+    out = args.out_path
     print(f"pretrained {cfg.pretrain_steps} steps in {seconds} s; held-out masked-character loss "
           f"{held:.3f} nats (train {info['final_train_loss']:.3f}); vocab {len(data.vocab)}; wrote {out}")
     return 0
@@ -469,22 +471,27 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     if argv[:1] == ["pretrain"]:
         p = argparse.ArgumentParser(prog="seq_reptile pretrain")
-        p.add_argument("--steps", type=int, default=CLDRConfig.pretrain_steps)
-        p.add_argument("--out", default=None)
+        p.add_argument("--steps", type=cli_int(1), default=CLDRConfig.pretrain_steps)
+        add_output_arguments(p, "seq_reptile_mlm.pt")
         args = p.parse_args(argv[1:])
+        # never the shipped checkpoint by default: runs/seq_reptile_mlm.pt (checked before any work)
+        args.out_path = resolve_output(args.out, "seq_reptile_mlm.pt", overwrite=args.overwrite)
+        if args.dry_run:
+            return dry_run_report(args, args.out_path)
         args.rest = argv[1:]
         return _pretrain_main(args)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--budget", type=int, default=CLDRConfig.budget)
-    p.add_argument("--lr-grid", type=float, nargs="+", default=list(CLDRConfig.lr_grid))
-    p.add_argument("--methods", nargs="+", default=list(METHODS))
-    p.add_argument("--checkpoint", default=str(CHECKPOINT))
-    p.add_argument("--out", default=None)
+    p.add_argument("--seeds", type=cli_int(0), nargs="+", default=[0, 1, 2])
+    p.add_argument("--budget", type=cli_int(1), default=CLDRConfig.budget)
+    p.add_argument("--lr-grid", type=cli_float(0, strict=True), nargs="+", default=list(CLDRConfig.lr_grid))
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), metavar="METHOD",
+                   help=f"any of {list(METHODS)}")
+    p.add_argument("--checkpoint", default=str(CHECKPOINT), help="the pretrained encoder to fine-tune (read only)")
+    add_output_arguments(p, "seq_reptile.json")
     args = p.parse_args(argv)
-    for m in args.methods:
-        if m not in METHODS:
-            raise ValueError(f"--methods: {m!r} is not one of {METHODS}")
+    out = resolve_output(args.out, "seq_reptile.json", overwrite=args.overwrite)     # checked before any work
+    if args.dry_run:
+        return dry_run_report(args, out)
     pre, vocab, cfg = load_pretrained(args.checkpoint)
     cfg = CLDRConfig(**{**asdict(cfg), "budget": args.budget, "lr_grid": tuple(args.lr_grid)})
     data = build_data(cfg, vocab)
@@ -497,16 +504,14 @@ def main(argv=None) -> int:
         runs[seed] = run_seed(pre, data, cfg, tuning["chosen"], seed, args.methods)
         print(f"seed {seed}:", {m: round(r["mean_accuracy"] * 100, 1) for m, r in runs[seed].items()},
               f"({time.perf_counter() - start:.0f} s)")
-    if args.out:
-        record = {"command": "python -m tutor.experiments.seq_reptile " + " ".join(argv),
-                  "date": datetime.date.today().isoformat(), "torch": str(torch.__version__),
-                  "seconds": round(time.perf_counter() - start, 1),
-                  "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
-                  "methods": args.methods, "seeds": args.seeds, "tuning": tuning,
-                  "runs": {str(s): r for s, r in runs.items()}}
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(record, f, indent=1)
+    record = {"command": "python -m tutor.experiments.seq_reptile " + " ".join(argv),
+              "date": datetime.date.today().isoformat(), "torch": str(torch.__version__),
+              "seconds": round(time.perf_counter() - start, 1),
+              "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
+              "methods": args.methods, "seeds": args.seeds, "tuning": tuning,
+              "runs": {str(s): r for s, r in runs.items()}}
+    atomic_write_json(out, record, indent=1)
+    print("wrote", out)
     return 0
 
 
