@@ -581,10 +581,11 @@ def evaluate_metrics(learner: TAML, meta: dict, episodes: list, workers: int = 1
 # --------------------------------------------------------------------------------------------
 # checkpoints that remember their switches
 # --------------------------------------------------------------------------------------------
-def save_taml(path, learner: TAML, meta: dict, info: dict | None = None):
-    """Save meta-parameters with the learner's full config (switches included)."""
+def save_taml(path, learner: TAML, meta: dict, info: dict | None = None, *, overwrite: bool = False):
+    """Save meta-parameters with the learner's full config (switches included); an existing file is
+    replaced only with ``overwrite=True``."""
     cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(learner.config).items()}
-    return save_checkpoint(path, meta, {**(info or {}), "config": cfg})
+    return save_checkpoint(path, meta, {**(info or {}), "config": cfg}, overwrite=overwrite)
 
 
 def load_taml(path, learner: TAML, device=None) -> tuple[dict, dict]:
