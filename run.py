@@ -46,10 +46,26 @@ def python_in(env: Path) -> Path:
     return env / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
+def venv_dir() -> Path:
+    """``TUTOR_VENV`` or ``.venv`` next to this file; an empty or blank value counts as unset (it would
+    otherwise name the current folder and put a venv into the checkout root)."""
+    raw = os.environ.get("TUTOR_VENV", "").strip()
+    if not raw:
+        return ROOT / ".venv"
+    env = Path(raw).expanduser()
+    if env.resolve() in (ROOT, Path.cwd().resolve()) or (env.exists() and not env.is_dir()):
+        sys.exit(f"TUTOR_VENV={raw!r} names the checkout or the current folder, or a file; it must name a folder "
+                 "for the virtual environment (e.g. .venv), or be unset")
+    return env
+
+
+DEVICES = ("cpu", "cuda", "mps", "auto")
+
+
 def ensure_env(extras: str) -> Path:
     if sys.version_info < (3, 10):  # noqa: UP036 (run.py may be started by an older Python)
         sys.exit(f"tutor needs Python 3.10 or newer; this is {platform.python_version()}")
-    env = Path(os.environ.get("TUTOR_VENV", ROOT / ".venv"))
+    env = venv_dir()
     py = python_in(env)
     if not py.exists():
         venv.EnvBuilder(with_pip=True).create(env)
@@ -155,10 +171,14 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 2
     if argv[0] == "settings":
+        if len(argv) > 2:
+            sys.exit(f"settings takes at most one argument (PREFIX), got {len(argv) - 1}: {' '.join(argv[1:])}")
         prefix = Path(argv[1]) if len(argv) > 1 else env_prefix(ensure_env(""))
         print("wrote", write_lab_settings(prefix))
         return 0
     if argv[0] == "binder-check":
+        if len(argv) > 1:
+            sys.exit(f"binder-check takes no arguments, got: {' '.join(argv[1:])}")
         return binder_check()
     if argv[0] == "lab":
         py = ensure_env("")
@@ -172,7 +192,11 @@ def main(argv: list[str]) -> int:
         i = args.index("--device")
         if i + 1 >= len(args):
             sys.exit("--device needs a value, e.g. --device cuda")
-        env["TUTOR_TEST_DEVICE"] = args[i + 1]
+        name = args[i + 1].strip().lower()
+        if name.split(":")[0] not in DEVICES or (":" in name and not (name.startswith("cuda:")
+                                                                      and name[5:].isdigit())):
+            sys.exit(f"--device must be one of {', '.join(DEVICES)} or cuda:N, got {args[i + 1]!r}")
+        env["TUTOR_TEST_DEVICE"] = name
         args = args[:i] + args[i + 2:] or ["tests/test_device.py"]
     py = ensure_env("test")
     write_lab_settings(env_prefix(py))        # the browser test checks that notebooks open as notebooks

@@ -40,11 +40,15 @@ def test_noise_off_reduces_exactly_to_maml():
     maml_meta = {"net": meta["net"], "fixed_lr": meta["fixed_lr"]}
     assert meta["phi"] == {}
     a, b = md.adapt(meta, eps[0]).params, maml.adapt(maml_meta, eps[0]).params
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    assert torch.equal(md.query_logits(meta, a, eps[0].query_x), maml.model(b, eps[0].query_x))
+    # equal in exact arithmetic; the two learners run other code (a no-op noise hook), so compare to float64
+    # rounding rather than bit for bit
+    def same(x, y):
+        return torch.allclose(x, y, rtol=1e-12, atol=1e-12 * max(x.abs().max().item(), 1e-300))
+    assert all(same(a[k], b[k]) for k in a)
+    assert same(md.query_logits(meta, a, eps[0].query_x), maml.model(b, eps[0].query_x))
     g1, _ = md.meta_gradient(meta, eps)
     g2, _ = maml.meta_gradient(maml_meta, eps)
-    assert all(torch.equal(x, y) for x, y in zip(g1, g2))
+    assert all(same(x, y) for x, y in zip(g1, g2))
 
 
 def test_noise_only_on_support_and_query_path_is_deterministic():

@@ -17,11 +17,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from tutor.divergence import DivergenceGuard
 from tutor.meta import MetaLearner, leaves
 from tutor.validation import as_float, as_int
-
-DIVERGENCE_FACTOR = 1e3
-"""meta_train stops when the loss exceeds this multiple of its value over the first steps."""
 
 
 def progress_enabled() -> bool:
@@ -72,8 +70,8 @@ def meta_train(learner: MetaLearner, meta: dict, sampler, steps: int, *, meta_ba
         progress: show a progress bar; ``None`` shows one unless ``TUTOR_PROGRESS=0`` (the test
             suite sets it: thousands of progress updates can overflow a kernel's output channel).
 
-    A non-finite loss, or a loss that grows to ``DIVERGENCE_FACTOR`` (1000) times its mean over the
-    first 5 steps (and above 100), stops the run with a ``FloatingPointError`` naming the settings to change.
+    A diverged loss (non-finite, above 1e10, or a million times its first value: the package's one rule,
+    :mod:`tutor.divergence`) stops the run with a ``FloatingPointError`` naming the settings to change.
     """
     steps = as_int(steps, "steps", 1)
     meta_batch = as_int(meta_batch, "meta_batch", 1)
@@ -96,21 +94,14 @@ def meta_train(learner: MetaLearner, meta: dict, sampler, steps: int, *, meta_ba
         progress = progress_enabled()
     inner = getattr(learner, "inner_lr", None)
     settings = f"lr={lr:g}" + (f", inner_lr={inner:g}" if isinstance(inner, (int, float)) else "")
+    guard = DivergenceGuard(setting=f"the learning rates ({settings}) or set clip (e.g. clip=3.0)",
+                            what="the meta-training loss")
     bar = tqdm(range(1, steps + 1), desc=desc, disable=not progress, leave=False, mininterval=0.5)
     for step in bar:
         batch = sampler.batch(meta_batch, gen)
         batch = [ep.to(device, dtype) for ep in batch] if isinstance(batch, list) else batch.to(device, dtype)
         metrics = learner.outer_step(meta, optimizer, batch, mode=mode, workers=workers, clip=clip)
-        loss = metrics.get("loss", float("nan"))
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"meta-training loss became {loss} at step {step}; lower the meta "
-                                     f"learning rate or the inner learning rate ({settings}) or set clip "
-                                     "(e.g. clip=3.0)")
-        start_loss = sum(history.loss[:5]) / len(history.loss[:5]) if history.loss else None
-        if start_loss is not None and step > 5 and loss > max(DIVERGENCE_FACTOR * start_loss, 100.0):
-            raise FloatingPointError(f"meta-training diverged: the loss grew from {start_loss:.3g} (first steps) to "
-                                     f"{loss:.3g} at step {step}; lower the learning rates ({settings}) or set "
-                                     "clip (e.g. clip=3.0)")
+        loss = guard(metrics.get("loss", float("nan")), where=f"at step {step}")
         history.step.append(step)
         history.loss.append(loss)
         history.accuracy.append(metrics.get("accuracy", float("nan")))
@@ -292,11 +283,15 @@ def load_checkpoint(path, device=None) -> tuple[dict, dict]:
     """Load ``(meta, info)`` saved by :func:`save_checkpoint` (``weights_only=True``: no code runs).
 
     Tensors that were trainable when saved come back as leaves with ``requires_grad=True``."""
+    from tutor.runtime import get_device
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} not found")
+    # the device first: a missing accelerator is the device's fault, never reported as a corrupted file
+    device = get_device(str(device)) if device is not None else torch.device("cpu")
     try:
-        blob = torch.load(path, map_location=device or "cpu", weights_only=True)
+        blob = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:     # never suggest weights_only=False for a file we cannot vouch for
         raise ValueError(f"{path} is not a tutor checkpoint or is corrupted ({type(e).__name__}); "
                          "re-create it with tutor.train.save_checkpoint") from None

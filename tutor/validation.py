@@ -13,7 +13,8 @@ import numbers
 
 import torch
 
-__all__ = ["as_int", "as_float", "check_labels", "check_inputs", "check_targets", "cli_int", "cli_float"]
+__all__ = ["as_int", "as_float", "check_episode", "check_labels", "check_inputs", "check_targets", "cli_int",
+           "cli_float"]
 
 
 def as_int(value, name: str, minimum: int | None = None) -> int:
@@ -59,6 +60,7 @@ def cli_int(minimum: int | None = None):
             raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
         return value
     parse.__name__ = f"integer >= {minimum}" if minimum is not None else "integer"
+    parse.kind, parse.minimum = "int", minimum                 # read by the tests that try every driver flag
     return parse
 
 
@@ -77,6 +79,7 @@ def cli_float(minimum: float | None = None, strict: bool = False, maximum: float
             raise argparse.ArgumentTypeError(f"must be a number <= {maximum}, got {value}")
         return value
     parse.__name__ = "number"
+    parse.kind, parse.minimum, parse.strict, parse.maximum = "float", minimum, strict, maximum
     return parse
 
 
@@ -117,3 +120,22 @@ def check_targets(outputs: torch.Tensor, y: torch.Tensor, loss: str, name: str) 
         if tuple(y.shape) != tuple(outputs.shape):
             raise ValueError(f"{name} must have the network's output shape {tuple(outputs.shape)} for loss='mse', "
                              f"got {tuple(y.shape)} (e.g. use y[:, None] for one output)")
+
+
+def check_episode(episode, ways: int | None = None, *, query: bool = True) -> None:
+    """A classification episode a learner can use: finite floating-point inputs, non-empty support (and query,
+    when ``query``) sets, and labels in ``0..ways-1`` (``ways`` defaults to the episode's own ``ways``).
+
+    Learners call this at their entry points, so NaN inputs, an empty query set or an out-of-range label are
+    reported as such instead of being blamed on a learning rate or on a missing class.
+    """
+    ways = getattr(episode, "ways", None) if ways is None else ways
+    for part in ("support", "query") if query else ("support",):
+        x, y = getattr(episode, f"{part}_x"), getattr(episode, f"{part}_y")
+        check_inputs(x, f"{part} inputs ({part}_x)")
+        check_labels(y, ways, f"{part} labels ({part}_y)")
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"{part}_x has {x.shape[0]} examples but {part}_y has {y.shape[0]} labels")
+        if x.shape[0] == 0:
+            raise ValueError(f"the {part} set is empty ({part}_x has 0 examples): every task needs at least one "
+                             f"{part} example")

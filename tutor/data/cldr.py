@@ -33,6 +33,21 @@ CATEGORIES = ("territories", "languages", "currencies", "scripts")
 TYDI_LANGUAGES = ("ar", "bn", "en", "fi", "id", "ko", "ru", "sw", "te")   # the 9 TyDi-QA GoldP languages
 
 
+def _names_list(value, name: str, example: str) -> list[str]:
+    """A list of strings; a bare string (which would be read one character at a time) is refused."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be a list of strings, got the single string {value!r}; write [{value!r}] "
+                        f"(e.g. {example})")
+    try:
+        out = list(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a list of strings, got {type(value).__name__}") from None
+    bad = [v for v in out if not isinstance(v, str)]
+    if bad:
+        raise TypeError(f"{name} must hold strings only, got {bad[0]!r} ({type(bad[0]).__name__})")
+    return out
+
+
 def _babel_version() -> str:
     import babel
     return babel.__version__
@@ -45,6 +60,7 @@ def locale_names(locale: str, categories=CATEGORIES) -> dict[str, list[str]]:
     """
     from babel import Locale, UnknownLocaleError
 
+    categories = _names_list(categories, "categories", "categories=['territories', 'languages']")
     for c in categories:
         if c not in CATEGORIES:
             raise ValueError(f"unknown category {c!r}; allowed are {CATEGORIES}")
@@ -98,14 +114,22 @@ def build_typing_tasks(languages, categories=("territories", "languages", "curre
     test set does not depend on ``n_train``.  ``n_train = 0`` gives evaluation-only (zero-shot)
     tasks.  Raises ``ValueError`` naming the language and category when there are too few names.
     """
+    for name, v in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"{name} must be an integer, got {v!r}")
     if min(n_train, n_val, n_test) < 0 or n_test == 0:
         raise ValueError(f"need n_test >= 1 and n_train, n_val >= 0, got {n_train}, {n_val}, {n_test}")
-    languages = list(languages)
+    languages = _names_list(languages, "languages", "languages=['en', 'fi']")
     if not languages:
         raise ValueError("build_typing_tasks needs at least one language")
     if len(set(languages)) != len(languages):
         raise ValueError(f"languages must be distinct, got {languages}")
-    categories = tuple(categories)
+    categories = tuple(_names_list(categories, "categories", "categories=['territories', 'languages']"))
+    for c in categories:
+        if c not in CATEGORIES:
+            raise ValueError(f"unknown category {c!r}; allowed are {CATEGORIES}")
+    if len(set(categories)) != len(categories):      # a duplicate would give every name of it two labels
+        raise ValueError(f"categories must be distinct (each is one label), got {list(categories)}")
     if len(categories) < 2:
         raise ValueError(f"entity typing needs at least 2 categories, got {categories}")
     need = n_train + n_val + n_test
@@ -139,7 +163,7 @@ def pretraining_corpus(locales, exclude: set[str] | None = None, heldout_fractio
         raise ValueError(f"heldout_fraction must be in [0, 1), got {heldout_fraction}")
     exclude = exclude or set()
     train, held = [], []
-    for loc in locales:
+    for loc in _names_list(locales, "locales", "locales=['en', 'fi']"):
         names = locale_names(loc)
         for cat in CATEGORIES:
             pool = [s for s in names[cat] if s not in exclude]
@@ -167,14 +191,20 @@ class CharVocab:
 
 def build_vocab(strings, min_count: int = 3) -> CharVocab:
     """The characters (after NFD) that occur at least ``min_count`` times, most frequent first."""
+    strings = _names_list(strings, "strings", "build_vocab(['Kenya', 'Suomi'])")
+    if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
+        raise ValueError(f"min_count must be an integer >= 1, got {min_count!r}")
     counts = Counter(c for s in strings for c in unicodedata.normalize("NFD", s))
     return CharVocab(sorted((c for c, n in counts.items() if n >= min_count), key=lambda c: (-counts[c], c)))
 
 
 def encode(strings, vocab: CharVocab, max_len: int = 40) -> torch.Tensor:
     """Character ids ``(n, max_len)`` (NFD, truncated, right-padded with 0)."""
-    if max_len < 1:
-        raise ValueError(f"max_len must be >= 1, got {max_len}")
+    strings = _names_list(strings, "strings", "encode(['Kenya'], vocab)")
+    if not isinstance(vocab, CharVocab):
+        raise TypeError(f"vocab must be a CharVocab (from build_vocab), got {type(vocab).__name__}")
+    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
+        raise ValueError(f"max_len must be an integer >= 1, got {max_len!r}")
     out = torch.zeros(len(strings), max_len, dtype=torch.long)
     for i, s in enumerate(strings):
         ids = [vocab.index.get(c, CharVocab.UNK) for c in unicodedata.normalize("NFD", s)][:max_len]

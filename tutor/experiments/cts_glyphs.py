@@ -25,9 +25,10 @@ import torch
 import torch.nn.functional as F
 
 from tutor.data import load_glyphs
+from tutor.divergence import DivergenceGuard
 from tutor.outputs import add_output_arguments, atomic_write_json, dry_run_report, resolve_output
 from tutor.papers.cts import cts_step, reptile_step
-from tutor.validation import cli_int
+from tutor.validation import as_int, cli_int
 
 __all__ = ["GlyphDatasets", "make_datasets", "trunk_init", "forward", "meta_train", "finetune_accuracy", "main"]
 
@@ -104,6 +105,12 @@ def meta_train(data: GlyphDatasets, method: str, K: int, budget: int, alpha: flo
     plus the training loss per inner step (``"loss"``)."""
     if method not in ("reptile", "cts"):
         raise ValueError(f"method must be 'reptile' or 'cts', got {method!r}")
+    K, budget = as_int(K, "K (the horizon)", 1), as_int(budget, "budget", 1)
+    if method == "reptile" and budget < K:
+        raise ValueError(f"budget={budget} is below the horizon K={K}: Reptile would make no meta-update "
+                         f"(its result would be the untrained start); use budget >= {K}")
+    guard = DivergenceGuard(setting=f"the inner learning rate (alpha={alpha}) or beta={beta}",
+                            what="the inner loss")
     g = torch.Generator().manual_seed(seed)
     tasks, n = data.train_y.shape
     ways = int(data.train_y.max()) + 1
@@ -116,7 +123,7 @@ def meta_train(data: GlyphDatasets, method: str, K: int, budget: int, alpha: flo
         x = torch.gather(data.train_x, 1, idx[..., None].expand(-1, -1, data.train_x.shape[-1]))
         y = torch.gather(data.train_y, 1, idx)
         trunk, head, loss = _sgd_step(trunk, head, x, y, alpha)
-        losses.append(loss)
+        losses.append(guard(loss, where=f"at inner step {step}"))
         if method == "cts":                                     # meta-update every step + shift
             phi, trunk = cts_step(phi, trunk, beta)
         elif step % K == 0:                                     # Reptile: once per K steps
@@ -147,6 +154,8 @@ def finetune_accuracy(data: GlyphDatasets, phi: torch.Tensor, steps: int = 100, 
 METHODS = {"Reptile (K=100)": ("reptile", 100), "Reptile (K=10)": ("reptile", 10), "CTS (K=100)": ("cts", 100)}
 
 
+MIN_BUDGET = max(K for _, K in METHODS.values())
+"""The smallest budget at which every method makes a meta-update (a smaller one would score untrained starts)."""
 BETA_GRID = (0.03, 0.1, 0.3, 1.0)
 
 
@@ -177,7 +186,9 @@ def run(seeds, budget: int, checkpoints, betas: dict) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=cli_int(0), nargs="+", default=[0, 1, 2])
-    p.add_argument("--budget", type=cli_int(1), default=2000, help="inner steps per task (>= 1)")
+    p.add_argument("--budget", type=cli_int(MIN_BUDGET), default=2000,
+                   help=f"inner steps per task (>= {MIN_BUDGET}, the largest horizon K: every method must make "
+                        "at least one meta-update)")
     add_output_arguments(p, "cts_glyphs.json")
     args = p.parse_args(argv)
     out = resolve_output(args.out, "cts_glyphs.json", overwrite=args.overwrite)      # checked before any work

@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -61,6 +60,7 @@ from tutor.data.cldr import (
     encode,
     pretraining_corpus,
 )
+from tutor.divergence import DivergenceGuard
 from tutor.outputs import add_output_arguments, atomic_write_json, dry_run_report, resolve_output
 from tutor.papers.seq_reptile import (
     InnerOptimizer,
@@ -72,7 +72,8 @@ from tutor.papers.seq_reptile import (
     random_order,
     seq_reptile_step,
 )
-from tutor.validation import cli_float, cli_int
+from tutor.train import progress_enabled
+from tutor.validation import as_float, as_int, cli_float, cli_int
 
 __all__ = ["ZERO_SHOT", "OTHER_LOCALES", "METHODS", "CLDRConfig", "CLDRData", "build_data", "init_encoder",
            "features", "mlm_loss", "typing_logits", "Flat", "pretrain", "load_pretrained", "TypingOracle",
@@ -116,12 +117,15 @@ class CLDRConfig:
 
     def __post_init__(self):
         for name in ("budget", "batch", "K", "probes", "pretrain_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"CLDRConfig.{name} must be >= 1, got {getattr(self, name)}")
+            setattr(self, name, as_int(getattr(self, name), f"CLDRConfig.{name}", 1))
+        self.eta = as_float(self.eta, "CLDRConfig.eta", 0.0, strict=True)
         if not 0 < self.eta <= 1:
             raise ValueError(f"CLDRConfig.eta must be in (0, 1], got {self.eta}")
         if self.K % len(self.languages):
             raise ValueError(f"CLDRConfig.K={self.K} must be a multiple of the {len(self.languages)} languages")
+        if self.budget < self.K:                    # Seq-Reptile would make no outer step: an untrained "result"
+            raise ValueError(f"CLDRConfig.budget={self.budget} must be >= K={self.K} (one Seq-Reptile outer step); "
+                             "a smaller budget would report the untrained start")
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,10 +241,12 @@ def pretrain(cfg: CLDRConfig, seed: int = 0, progress: bool | None = None) -> tu
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.pretrain_steps)
     n = data.pretrain_x.shape[0]
     history = []
-    for _ in _bar(range(cfg.pretrain_steps), "pretrain", progress):
+    guard = DivergenceGuard(setting=f"pretrain_lr={cfg.pretrain_lr}", what="the masked-character loss")
+    for step in _bar(range(cfg.pretrain_steps), "pretrain", progress):
         x = data.pretrain_x[torch.randint(n, (cfg.pretrain_batch,), generator=gen)]
         xm, mask = _mask(x, cfg.mask_rate, gen)
         loss = mlm_loss(p, x, xm, mask)
+        guard(loss, where=f"at step {step}")
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -260,7 +266,7 @@ def load_pretrained(path=CHECKPOINT) -> tuple[dict, CharVocab, CLDRConfig]:
 
 def _bar(it, desc, progress):
     if progress is None:
-        progress = os.environ.get("TUTOR_PROGRESS", "1") != "0"
+        progress = progress_enabled()
     return tqdm(it, desc=desc, disable=not progress, leave=False, mininterval=0.5)
 
 
@@ -284,6 +290,7 @@ class TypingOracle:
                 raise ValueError(f"language {lang!r} has no training names (an empty task)")
         self._queue = {lang: [] for lang in self.languages}
         self.calls = 0
+        self.guard = DivergenceGuard(setting="the learning rate", what="the typing loss")   # tutor.divergence
 
     def next_batch(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
         lang = self.languages[t]
@@ -301,8 +308,7 @@ class TypingOracle:
         with torch.enable_grad():
             th = theta.detach().requires_grad_()
             loss = self.loss(th, x, y)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"the typing loss became {loss.item()}; lower the learning rate")
+            self.guard(loss, where=f"at gradient call {self.calls}")
             (g,) = torch.autograd.grad(loss, th)
         return g
 
@@ -340,10 +346,16 @@ def finetune(method: str, pre: dict, data: CLDRData, cfg: CLDRConfig, lr: float,
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if not (lr > 0 and math.isfinite(lr)):
         raise ValueError(f"the learning rate must be a finite number > 0, got {lr}")
+    T = len(cfg.languages)
+    need = cfg.K if method in ("Seq-Reptile", "Parallel Reptile") else T
+    if cfg.budget < need:
+        raise ValueError(f"budget={cfg.budget} is too small for {method}: one step needs {need} mini-batch gradients "
+                         f"({'K' if need == cfg.K else 'one per language'}); with less it would report the untrained "
+                         f"start. Use budget >= {need}")
     flat, phi, frozen = _start(pre, cfg, seed)
     gen = torch.Generator().manual_seed(seed)
-    T = len(cfg.languages)
     oracle = TypingOracle(data, flat, frozen, cfg.languages, cfg.batch, gen)
+    oracle.guard.setting = f"the learning rate (lr={lr:g})"
     probe = [(data.train[lang][0][:cfg.probe_size], data.train[lang][1][:cfg.probe_size]) for lang in cfg.languages]
     every = max(cfg.budget // cfg.probes, 1)
     cosine = []
@@ -489,10 +501,13 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", default=str(CHECKPOINT), help="the pretrained encoder to fine-tune (read only)")
     add_output_arguments(p, "seq_reptile.json")
     args = p.parse_args(argv)
+    pre, vocab, cfg = load_pretrained(args.checkpoint)
+    if args.budget < cfg.K:                         # below one Seq-Reptile outer step: nothing would be trained
+        p.error(f"argument --budget: must be >= K={cfg.K} (one Seq-Reptile outer step; the checkpoint's K), "
+                f"got {args.budget}")
     out = resolve_output(args.out, "seq_reptile.json", overwrite=args.overwrite)     # checked before any work
     if args.dry_run:
         return dry_run_report(args, out)
-    pre, vocab, cfg = load_pretrained(args.checkpoint)
     cfg = CLDRConfig(**{**asdict(cfg), "budget": args.budget, "lr_grid": tuple(args.lr_grid)})
     data = build_data(cfg, vocab)
     start = time.perf_counter()

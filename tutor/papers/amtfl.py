@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 
 from tutor.data.multitask import MultiTaskData
+from tutor.divergence import DivergenceGuard
 from tutor.nets import MLP
 from tutor.validation import as_float, as_int
 
@@ -115,14 +116,11 @@ def _adam(params, loss_fn, steps, lr):
     steps, lr = as_int(steps, "steps", 1), as_float(lr, "lr", 0.0, strict=True)
     opt = torch.optim.Adam(params, lr=lr)
     history = []
-    for _ in range(steps):
+    guard = DivergenceGuard(setting=f"the learning rate (lr={lr})", what="the objective")   # tutor.divergence
+    for step in range(steps):
         opt.zero_grad()
         loss = loss_fn()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"the objective became {loss.item()}; lower the learning rate (lr={lr})")
-        if history and loss.item() > 1e3 * max(history[0], 1e-3):   # finite but grown by orders of magnitude
-            raise FloatingPointError(f"the objective diverged: it grew from {history[0]:.3g} to {loss.item():.3g}; "
-                                     f"lower the learning rate (lr={lr})")
+        guard(loss, where=f"at step {step}")
         loss.backward()
         opt.step()
         history.append(loss.item())

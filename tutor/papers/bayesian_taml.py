@@ -68,6 +68,7 @@ from tutor.data.episodes import Episode
 from tutor.meta import InnerResult, MetaLearner, inner_loop, leaves
 from tutor.nets import MLP, Conv4, layer_of
 from tutor.train import EvalResult, load_checkpoint, mean_ci, save_checkpoint
+from tutor.validation import as_float, as_int, check_episode, check_inputs
 
 __all__ = ["TamlConfig", "PRESETS", "preset", "TAML", "stat_pool", "cardinality", "interact",
            "init_encoder", "encode_task", "kl_to_standard_normal", "balancing_variables", "modulate",
@@ -122,19 +123,12 @@ class TamlConfig:
             raise ValueError(f"omega must be one of {OMEGA_MODES}, got {self.omega!r}")
         if self.alpha not in ("scalar", "per_parameter"):
             raise ValueError(f"alpha must be 'scalar' (MAML) or 'per_parameter' (Meta-SGD), got {self.alpha!r}")
-        if not (isinstance(self.beta_kl, (int, float)) and math.isfinite(self.beta_kl) and self.beta_kl >= 0):
-            raise ValueError(f"beta_kl must be a finite number >= 0, got {self.beta_kl!r}")
-        for name in ("inner_steps", "eval_steps"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
-        if not isinstance(self.mc_test, int) or self.mc_test < 1:
-            raise ValueError(f"mc_test must be an integer >= 1, got {self.mc_test!r}")
-        if not isinstance(self.k_max, int) or self.k_max < 2:
-            raise ValueError(f"k_max must be an integer >= 2, got {self.k_max!r}")
-        if not math.isfinite(self.inner_lr) or self.inner_lr <= 0:
-            raise ValueError(f"inner_lr must be a finite number > 0, got {self.inner_lr}")
-        if self.gamma_max is not None and not self.gamma_max > 0:
-            raise ValueError(f"gamma_max must be > 0 or None, got {self.gamma_max}")
+        self.beta_kl = as_float(self.beta_kl, "beta_kl", 0.0)
+        for name, least in (("inner_steps", 0), ("eval_steps", 0), ("mc_test", 1), ("k_max", 2)):
+            setattr(self, name, as_int(getattr(self, name), name, least))
+        self.inner_lr = as_float(self.inner_lr, "inner_lr", 0.0, strict=True)
+        if self.gamma_max is not None:
+            self.gamma_max = as_float(self.gamma_max, "gamma_max (or None)", 0.0, strict=True)
 
     @property
     def latents(self) -> tuple[str, ...]:
@@ -442,7 +436,13 @@ class TAML(MetaLearner):
         return {"net": net, **lr, "enc": init_encoder(self.model, cfg, gen, device, dtype)}
 
     def alpha(self, meta: dict):
-        return meta["fixed_lr"]["all"] if "fixed_lr" in meta else meta["lr"]
+        want = "fixed_lr" if self.config.alpha == "scalar" else "lr"
+        if want not in meta:
+            have = "a fixed scalar alpha (MAML)" if "fixed_lr" in meta else (
+                "learned per-parameter alphas (Meta-SGD)" if "lr" in meta else f"the keys {sorted(meta)}")
+            raise ValueError(f"these meta-parameters hold {have}, but the learner has alpha={self.config.alpha!r}; "
+                             f"use the learner (preset) they were trained with")
+        return meta["fixed_lr"]["all"] if want == "fixed_lr" else meta["lr"]
 
     # -- posterior and latents -----------------------------------------------------------------
     def posterior(self, meta: dict, episode: Episode) -> dict:
@@ -480,6 +480,7 @@ class TAML(MetaLearner):
 
     def task_loss(self, meta: dict, episode: Episode) -> tuple[torch.Tensor, dict]:
         """One task's meta-loss: query CE after one sampled inner loop + beta_KL KL/(N + M)."""
+        check_episode(episode)             # NaN inputs, empty sets, bad labels: named as such, not as a rate
         post = self.posterior(meta, episode)
         latents = self.sample_latents(post, self._gen(episode))
         adapted = self.adapt(meta, episode, latents).params
@@ -508,13 +509,18 @@ class TAML(MetaLearner):
         Bayesian: the average of ``samples`` (default ``mc_test``) softmaxes, each after its own inner
         loop; ``mean=True`` (or a deterministic model) plugs in the posterior mean once.
         """
+        if samples is not None:            # 0 or negative: an error, never a silent fallback to mc_test
+            samples = as_int(samples, "samples (Monte-Carlo samples per prediction)", 1)
+        check_episode(episode, query=x is None)
+        if x is not None:
+            check_inputs(x, "x (the inputs to predict)")
         frozen = self.frozen(meta)
         x = episode.query_x if x is None else x
         steps = self.config.eval_steps if steps is None else steps
         with torch.no_grad():
             post = self.posterior(frozen, episode)
         single = mean or not self.config.bayesian or not post
-        S = 1 if single else (samples or self.config.mc_test)
+        S = 1 if single else (self.config.mc_test if samples is None else samples)
         gen = gen if gen is not None else self._gen(episode, offset=1)
         probs = 0.0
         for _ in range(S):
@@ -588,13 +594,33 @@ def save_taml(path, learner: TAML, meta: dict, info: dict | None = None, *, over
     return save_checkpoint(path, meta, {**(info or {}), "config": cfg}, overwrite=overwrite)
 
 
+RUNTIME_FIELDS = ("inner_lr", "inner_steps", "eval_steps", "beta_kl", "mc_test", "sigma_init", "gamma_max")
+"""TamlConfig fields that may differ between a checkpoint and the learner that loads it (initial values and
+meta-test settings); every other field (the switches, k_max, the encoder widths) defines the model."""
+
+
 def load_taml(path, learner: TAML, device=None) -> tuple[dict, dict]:
-    """Load a checkpoint for ``learner``; raises if its switches differ from the checkpoint's."""
+    """Load a checkpoint for ``learner``; raises if any model-defining config field (every field but
+    :data:`RUNTIME_FIELDS`: the switches, ``k_max``, the encoder widths) differs from the checkpoint's, if the
+    checkpoint has no config (not written by :func:`save_taml`), or if its tensors do not fit the learner."""
     meta, info = load_checkpoint(path, device)
-    saved = info.get("config", {})
-    for name in SWITCHES:
-        if name in saved and saved[name] != getattr(learner.config, name):
-            raise ValueError(f"checkpoint {path} was trained with {name}={saved[name]!r} but the learner has "
-                             f"{name}={getattr(learner.config, name)!r}; evaluate a model with the switches it "
-                             f"was trained with (TamlConfig({name}={saved[name]!r}))")
+    saved = info.get("config")
+    if not isinstance(saved, dict):
+        raise ValueError(f"checkpoint {path} has no TAML config (info['config']); it was not written by save_taml, "
+                         "so its switches cannot be checked: re-create it with save_taml")
+    current = asdict(learner.config)
+    for name in sorted(set(current) - set(RUNTIME_FIELDS), key=list(current).index):
+        want = list(current[name]) if isinstance(current[name], tuple) else current[name]
+        if name not in saved or saved[name] != want:
+            raise ValueError(f"checkpoint {path} was trained with {name}={saved.get(name, 'unset')!r} but the learner "
+                             f"has {name}={want!r}; evaluate a model with the config it was trained with "
+                             f"(TamlConfig({name}={saved.get(name)!r}))")
+    expected = learner.init(0, device=device)
+
+    def shapes(d, prefix=""):
+        return {f"{prefix}{k}": (shapes(v, f"{prefix}{k}.") if isinstance(v, dict) else tuple(v.shape))
+                for k, v in d.items()}
+    if shapes(meta) != shapes(expected):
+        raise ValueError(f"checkpoint {path} holds tensors of other names or shapes than the learner's "
+                         f"(model {type(learner.model).__name__}); load it into the network it was trained with")
     return meta, info

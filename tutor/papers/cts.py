@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tutor.divergence import DivergenceGuard
 from tutor.validation import as_float, as_int
 
 __all__ = ["inner_sgd", "reptile_direction", "reptile_step", "cts_step", "MetaRun", "run_reptile", "run_cts",
@@ -50,29 +51,35 @@ __all__ = ["inner_sgd", "reptile_direction", "reptile_step", "cts_step", "MetaRu
 Losses = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _grad(losses: Losses, theta: torch.Tensor) -> torch.Tensor:
+def _grad(losses: Losses, theta: torch.Tensor, guard: DivergenceGuard | None = None) -> torch.Tensor:
     with torch.enable_grad():
         theta = theta.detach().requires_grad_()
-        (g,) = torch.autograd.grad(losses(theta).sum(), theta)
+        values = losses(theta)
+        if guard is not None:
+            guard(values)
+        (g,) = torch.autograd.grad(values.sum(), theta)
     return g
 
 
-def inner_sgd(losses: Losses, theta: torch.Tensor, alpha: float) -> torch.Tensor:
-    """One SGD step for every task's learner: ``theta (..., tasks, dim)``."""
+def inner_sgd(losses: Losses, theta: torch.Tensor, alpha: float, guard: DivergenceGuard | None = None
+              ) -> torch.Tensor:
+    """One SGD step for every task's learner: ``theta (..., tasks, dim)``; ``guard`` (the package's one
+    divergence rule, :mod:`tutor.divergence`) checks the losses of a whole run."""
     if not torch.isfinite(theta).all():   # the learners were already broken (e.g. by a meta-step), not by alpha
         raise FloatingPointError("the learners' parameters are non-finite before the inner step: a meta-update "
                                  "diverged; lower the meta learning rate beta")
-    out = theta - alpha * _grad(losses, theta)
+    out = theta - alpha * _grad(losses, theta, guard)
     if not torch.isfinite(out).all():
         raise FloatingPointError(f"an inner step diverged; lower the inner learning rate alpha={alpha}")
     return out
 
 
-def unroll(losses: Losses, phi: torch.Tensor, k: int, alpha: float, tasks: int) -> torch.Tensor:
+def unroll(losses: Losses, phi: torch.Tensor, k: int, alpha: float, tasks: int,
+           guard: DivergenceGuard | None = None) -> torch.Tensor:
     """U_k(phi) for every task: ``phi (..., dim) -> (..., tasks, dim)``."""
     theta = phi.unsqueeze(-2).expand(*phi.shape[:-1], tasks, phi.shape[-1]).clone()
     for _ in range(k):
-        theta = inner_sgd(losses, theta, alpha)
+        theta = inner_sgd(losses, theta, alpha, guard)
     return theta
 
 
@@ -127,23 +134,25 @@ class MetaRun:
         return self.phis[i]
 
 
-def _check(K, alpha, beta, budget):
+def _check(K, alpha, beta, budget) -> DivergenceGuard:
     K, budget = as_int(K, "K (the horizon)", 1), as_int(budget, "budget", 1)
     if K < 1 or budget < 1:
         raise ValueError(f"K and budget must be >= 1, got K={K}, budget={budget}")
     as_float(alpha, "alpha (the inner learning rate)", 0.0)
     as_float(beta, "beta (the meta learning rate)", 0.0)
+    return DivergenceGuard(setting=f"the inner learning rate alpha={alpha} or the meta learning rate beta={beta}",
+                           what="the tasks' inner loss")
 
 
 def run_reptile(losses: Losses, phi0: torch.Tensor, tasks: int, K: int, alpha: float, beta: float,
                 budget: int, direction: str = "reptile") -> MetaRun:
     """Reptile (or FOMAML) with horizon K: one meta-update every K inner steps, until ``budget``."""
-    _check(K, alpha, beta, budget)
+    guard = _check(K, alpha, beta, budget)
     if budget < K:
         raise ValueError(f"budget={budget} is below the horizon K={K}: Reptile would make no meta-update")
     phi, phis, spent = phi0.clone(), [phi0.clone()], [0]
     while spent[-1] + K <= budget:
-        theta = unroll(losses, phi, K, alpha, tasks)                       # (starts, tasks, dim)
+        theta = unroll(losses, phi, K, alpha, tasks, guard)                # (starts, tasks, dim)
         phi = phi - beta * _direction(direction, losses, phi, theta)
         phis.append(phi)
         spent.append(spent[-1] + K)
@@ -157,13 +166,13 @@ def run_cts(losses: Losses, phi0: torch.Tensor, tasks: int, K: int, alpha: float
     ``shift=False`` is the ablation that meta-updates every step but leaves the learners on their
     stale trajectories.
     """
-    _check(K, alpha, beta, budget)
+    guard = _check(K, alpha, beta, budget)
     phi, phis, spent = phi0.clone(), [phi0.clone()], [0]
     theta = None
     while spent[-1] < budget:
         if (spent[-1] % K) == 0:                                            # reset period
             theta = phi.unsqueeze(-2).expand(*phi.shape[:-1], tasks, phi.shape[-1]).clone()
-        theta = inner_sgd(losses, theta, alpha)
+        theta = inner_sgd(losses, theta, alpha, guard)
         phi, theta = cts_step(phi, theta, beta, _direction(direction, losses, phi, theta), shift)
         phis.append(phi)
         spent.append(spent[-1] + 1)
@@ -173,11 +182,11 @@ def run_cts(losses: Losses, phi0: torch.Tensor, tasks: int, K: int, alpha: float
 def run_accurate(losses: Losses, phi0: torch.Tensor, tasks: int, K: int, alpha: float, beta: float,
                  episodes: int = 1, direction: str = "reptile") -> MetaRun:
     """The exact curriculum: for k = 1..K, re-roll k steps from the current phi, one meta-step."""
-    _check(K, alpha, beta, 1)
+    guard = _check(K, alpha, beta, 1)
     phi, phis, spent = phi0.clone(), [phi0.clone()], [0]
     for _ in range(episodes):
         for k in range(1, K + 1):
-            theta = unroll(losses, phi, k, alpha, tasks)
+            theta = unroll(losses, phi, k, alpha, tasks, guard)
             phi = phi - beta * _direction(direction, losses, phi, theta)
             phis.append(phi)
             spent.append(spent[-1] + k)

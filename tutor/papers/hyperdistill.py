@@ -60,11 +60,14 @@ Deliberate simplifications (see the notes §3.12 and §9):
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
+
+from tutor.divergence import DivergenceGuard, check_loss
+from tutor.train import progress_enabled
+from tutor.validation import as_float, as_int, check_inputs
 
 __all__ = ["QuadraticProblem", "ANILRegression", "init_features", "inner_step", "unroll", "sample_batches",
            "step_vjp", "val_grads", "reverse_mode_hypergradient", "first_order_hypergradient",
@@ -130,8 +133,19 @@ class ANILRegression:
     """
 
     def __init__(self, support_x, support_y, query_x, query_y, hidden=(40, 40, 40)):
-        if support_x.dim() != 3 or support_x.shape[-1] != 1:
-            raise ValueError(f"support_x must be (tasks, S, 1), got {tuple(support_x.shape)}")
+        tasks = support_x.shape[0] if isinstance(support_x, torch.Tensor) and support_x.dim() else None
+        for name, t, n in (("support_x", support_x, "S"), ("support_y", support_y, "S"),
+                           ("query_x", query_x, "Q"), ("query_y", query_y, "Q")):
+            if not isinstance(t, torch.Tensor) or t.dim() != 3 or t.shape[-1] != 1 or t.shape[0] != tasks:
+                shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+                raise ValueError(f"{name} must be (tasks, {n}, 1) with tasks={tasks} (the shape of support_x), got "
+                                 f"{shape}" + (" (use y[..., None] for one output)" if name.endswith("_y") else ""))
+            check_inputs(t, name)
+        if support_y.shape[1] != support_x.shape[1] or query_y.shape[1] != query_x.shape[1]:
+            raise ValueError(f"inputs and targets disagree: support {support_x.shape[1]} vs {support_y.shape[1]}, "
+                             f"query {query_x.shape[1]} vs {query_y.shape[1]} examples")
+        if support_x.shape[1] == 0 or query_x.shape[1] == 0:
+            raise ValueError("the support and query sets must not be empty (S, Q >= 1)")
         self.support_x, self.support_y, self.query_x, self.query_y = support_x, support_y, query_x, query_y
         self.hidden = tuple(hidden)
         self.n_examples = support_x.shape[1]
@@ -178,13 +192,14 @@ def _check_gamma(gamma: float) -> None:
 
 
 def _check_horizon(T: int) -> None:
-    if int(T) != T or T < 1:
+    if isinstance(T, bool) or not isinstance(T, (int, float)) or int(T) != T or T < 1:
         raise ValueError(f"the horizon (inner_steps, T) must be an integer >= 1, got {T!r}")
 
 
 def inner_step(problem, w: torch.Tensor, lam: torch.Tensor, idx: torch.Tensor, lr: float,
-               create_graph: bool = False) -> torch.Tensor:
-    """``Phi(w, lam; D) = w - eta grad_w L_train(w, lam; D)`` (plain SGD); a non-finite loss stops with an
+               create_graph: bool = False, guard: DivergenceGuard | None = None) -> torch.Tensor:
+    """``Phi(w, lam; D) = w - eta grad_w L_train(w, lam; D)`` (plain SGD); a diverged loss (the package's one
+    rule, :mod:`tutor.divergence`; ``guard`` carries the reference of a whole trajectory) stops with an
     error naming the inner learning rate."""
     with torch.enable_grad():
         if not create_graph:
@@ -192,9 +207,11 @@ def inner_step(problem, w: torch.Tensor, lam: torch.Tensor, idx: torch.Tensor, l
         elif not w.requires_grad:                       # a constant start w_0: make it differentiable
             w = w.detach().requires_grad_()
         loss = problem.train_loss(w, lam, idx)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"the inner training loss became {loss.item()}; lower the inner learning "
-                                     f"rate (inner_lr={lr}) or the horizon")
+        if guard is not None:
+            guard(loss)
+        else:
+            check_loss(loss, setting=f"the inner learning rate (inner_lr={lr}) or the horizon",
+                       what="the inner training loss")
         (g,) = torch.autograd.grad(loss, w, create_graph=create_graph)
     out = w - lr * g
     return out if create_graph else out.detach()
@@ -212,8 +229,10 @@ def unroll(problem, w0: torch.Tensor, lam: torch.Tensor, batches: torch.Tensor, 
     """The stored trajectory ``w_0..w_T``: ``(T + 1, *w.shape)`` for ``batches (T, b)``."""
     _check_horizon(len(batches))
     ws = [w0.detach()]
+    guard = DivergenceGuard(setting=f"the inner learning rate (inner_lr={lr}) or the horizon",
+                            what="the inner training loss")
     for idx in batches:
-        ws.append(inner_step(problem, ws[-1], lam, idx, lr))
+        ws.append(inner_step(problem, ws[-1], lam, idx, lr, guard=guard))
     return torch.stack(ws)
 
 
@@ -473,12 +492,11 @@ class HyperDistillConfig:
     def __post_init__(self):
         _check_gamma(self.gamma)
         _check_horizon(self.inner_steps)
-        for name in ("inner_lr", "hyper_lr", "reptile_lr", "theta_max"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("inner_opts", "meta_batch", "shots", "queries", "estimation_period"):
-            if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)}")
+        for name in ("inner_lr", "hyper_lr", "reptile_lr", "theta_max"):      # finite and > 0 (inf is not a rate)
+            setattr(self, name, as_float(getattr(self, name), name, 0.0, strict=True))
+        for name in ("inner_opts", "meta_batch", "shots", "queries", "estimation_period", "batch",
+                     "neumann_terms", "neumann_last"):
+            setattr(self, name, as_int(getattr(self, name), name, 0 if name == "neumann_terms" else 1))
         if not 1 <= self.batch <= self.shots:
             raise ValueError(f"batch must be in [1, shots={self.shots}], got {self.batch}")
         if not 1 <= self.neumann_last <= self.inner_steps:
@@ -532,7 +550,10 @@ def meta_train(cfg: HyperDistillConfig, method: str, seed: int = 0, sampler=None
     T, eta, theta = cfg.inner_steps, cfg.inner_lr, 1.0
     run, jvps = MetaRun(lam, phi), 0
     if progress is None:
-        progress = os.environ.get("TUTOR_PROGRESS", "1") != "0"
+        progress = progress_enabled()
+    val_guard = DivergenceGuard(setting=f"hyper_lr={cfg.hyper_lr} or inner_lr={eta}", what="the validation loss")
+    inner_guard = DivergenceGuard(setting=f"the inner learning rate (inner_lr={eta}) or hyper_lr={cfg.hyper_lr}",
+                                  what="the inner training loss")
 
     def hyper_step(g):
         opt.zero_grad()
@@ -556,7 +577,7 @@ def meta_train(cfg: HyperDistillConfig, method: str, seed: int = 0, sampler=None
             if method == "hyperdistill":                    # Eq. 13-14 before the step: w*_t mixes w_0..w_{t-1}
                 w_star = ema_update(w_star, w, t, cfg.gamma)
                 d_star = idx if t == 1 else distilled_batch_update(d_star, idx, ema_weight(t, cfg.gamma), gen)
-            w_prev, w = w, inner_step(problem, w, lam.detach(), idx, eta)
+            w_prev, w = w, inner_step(problem, w, lam.detach(), idx, eta, guard=inner_guard)
             if method == "drmad":
                 continue
             alpha, g = val_grads(problem, w, lam.detach())  # alpha_t at the new w_t
@@ -576,10 +597,7 @@ def meta_train(cfg: HyperDistillConfig, method: str, seed: int = 0, sampler=None
             hyper_step(drmad_hypergradient(problem, ws, lam.detach(), batches, eta))
             jvps += 2 * T - 1
             w = ws[-1]
-        run.val_loss.append(problem.val_loss(w, lam.detach()).item())
-        if not math.isfinite(run.val_loss[-1]):
-            raise FloatingPointError(f"the validation loss became {run.val_loss[-1]} at inner-opt {m} ({method}); "
-                                     f"lower hyper_lr={cfg.hyper_lr} or inner_lr={eta}")
+        run.val_loss.append(val_guard(problem.val_loss(w, lam.detach()), where=f"at inner-opt {m} ({method})"))
         run.jvps.append(jvps)
         phi = phi - cfg.reptile_lr * (phi - w.mean(0))       # Reptile on the head initialisation
     run.lam, run.phi = lam.detach(), phi.detach()

@@ -61,6 +61,7 @@ import torch.nn.functional as F
 
 from tutor.data.episodes import Episode, EpisodeSampler, stack_episodes
 from tutor.meta import MetaLearner, ProtoNet, accuracy, prototype_logits
+from tutor.validation import as_float, check_episode, check_inputs
 
 __all__ = ["MVTConfig", "TRANSFERS", "HEADS", "donor_deviations", "naive_transfer", "gated_transfer", "gate",
            "stats_transfer", "matched_noise", "pick_deviations", "virtual_samples",
@@ -70,6 +71,21 @@ __all__ = ["MVTConfig", "TRANSFERS", "HEADS", "donor_deviations", "naive_transfe
 
 TRANSFERS = ("gated", "naive", "stats", "noise")
 HEADS = ("prototype", "augmented", "mahalanobis", "diagonal")
+
+
+def _check_test_virtual(head: str, test_virtual: int) -> None:
+    """The covariance heads are estimated from transferred samples: they need at least one ("augmented" with none
+    is ProtoNet exactly)."""
+    if head in ("mahalanobis", "diagonal") and test_virtual < 1:
+        raise ValueError(f"head={head!r} is estimated from transferred virtual samples and needs test_virtual >= 1, "
+                         f"got test_virtual={test_virtual}; use head='prototype' or 'augmented' for none")
+
+
+def _check_mvt_episode(episode) -> None:
+    """NaN inputs, empty sets and bad labels named as such (also for the donor images)."""
+    check_episode(episode)
+    if episode.donor_x is not None:
+        check_inputs(episode.donor_x, "donor images (donor_x)")
 
 
 @dataclass
@@ -105,8 +121,9 @@ class MVTConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 0 or (name == "hidden" and v < 1):
                 raise ValueError(f"{name} must be a non-negative integer (hidden >= 1), got {v!r}")
-        if self.lambda_v < 0:
-            raise ValueError(f"lambda_v must be >= 0, got {self.lambda_v}")
+        self.lambda_v = as_float(self.lambda_v, "lambda_v (the weight of the virtual-sample loss)", 0.0)
+        _check_test_virtual(self.head, self.test_virtual)
+        self.shrinkage = as_float(self.shrinkage, "shrinkage", 0.0)
         if not 0.0 <= self.shrinkage <= 1.0:
             raise ValueError(f"shrinkage must lie in [0, 1], got {self.shrinkage}")
 
@@ -300,6 +317,7 @@ class MVT(MetaLearner):
         return matched_noise(vv, gen)
 
     def task_loss(self, meta, episode):
+        _check_mvt_episode(episode)
         ways = episode.classes.shape[-1]
         hs, hq = self._embed(meta, episode)
         mu = prototype_logits_means(hs, episode.support_y, ways)              # (N, d)
@@ -318,6 +336,8 @@ class MVT(MetaLearner):
         head = head or self.config.head
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        _check_test_virtual(head, self.config.test_virtual)
+        _check_mvt_episode(episode)
         ways = episode.classes.shape[-1]
         hs, hq = self._embed(meta, episode)
         if head == "prototype":

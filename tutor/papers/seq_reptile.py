@@ -57,6 +57,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tutor.divergence import DivergenceGuard, check_loss
+
 __all__ = ["GradFn", "oracle", "InnerOptimizer", "random_order", "cyclic_order", "check_order",
            "sequential_trajectory", "reptile_outer", "seq_reptile_step", "parallel_reptile_step",
            "task_gradients", "mtl_gradient", "pcgrad", "gradvac", "mtl_step", "cosine_matrix",
@@ -92,9 +94,8 @@ def oracle(losses: Losses, num_tasks: int) -> GradFn:
         with torch.enable_grad():
             x = theta.detach().requires_grad_()
             values = losses(x, tasks)
-            if not torch.isfinite(values).all():
-                raise FloatingPointError("a task loss became non-finite; lower the inner learning rate alpha "
-                                         "or move the start closer to the tasks' minima")
+            check_loss(values, setting="the inner learning rate alpha or move the start closer to the tasks' minima",
+                       what="a task loss")
             (g,) = torch.autograd.grad(values.sum(), x)
         return g
     grad_fn.num_tasks = num_tasks
@@ -121,6 +122,15 @@ class InnerOptimizer:
             raise ValueError(f"InnerOptimizer.kind must be 'sgd', 'adam' or 'adamw', got {self.kind!r}")
         if not (self.lr >= 0 and math.isfinite(self.lr)):
             raise ValueError(f"InnerOptimizer.lr must be a finite number >= 0, got {self.lr}")
+        betas = tuple(self.betas) if isinstance(self.betas, (tuple, list)) else None
+        if betas is None or len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
+            raise ValueError(f"InnerOptimizer.betas must be two numbers in [0, 1) (Adam's moment decays; 1 would "
+                             f"divide by zero in the bias correction), got {self.betas!r}")
+        if not (isinstance(self.eps, (int, float)) and self.eps > 0 and math.isfinite(self.eps)):
+            raise ValueError(f"InnerOptimizer.eps must be a finite number > 0, got {self.eps!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0
+                and math.isfinite(self.weight_decay)):
+            raise ValueError(f"InnerOptimizer.weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
 
     def init(self, theta: torch.Tensor) -> dict:
         if self.kind == "sgd":
@@ -434,15 +444,25 @@ def quadratic_tasks(num_tasks: int, dim: int, gen: torch.Generator | None = None
     return losses, A, c
 
 
+def _two_d(p: torch.Tensor, toy: str) -> torch.Tensor:
+    """The 2-D toys take points ``(..., n, 2)``; anything else would give a wrong loss or gradient."""
+    if not isinstance(p, torch.Tensor) or p.dim() < 1 or p.shape[-1] != 2:
+        shape = tuple(p.shape) if isinstance(p, torch.Tensor) else type(p).__name__
+        raise ValueError(f"{toy} is a 2-D toy: points (starts phi0, theta) must have last dimension 2, got {shape}")
+    return p
+
+
 def product_tasks(targets=(1.0, 3.0)) -> Losses:
     """Toy A, "valley selection": ``L_t = 0.5 (x y - c_t)^2`` on ``(x, y)``; every point with
     ``x y = mean(c)`` minimises the MTL loss (§6.2)."""
     c = torch.as_tensor(targets, dtype=torch.float64)
 
     def losses(p, tasks):
+        _two_d(p, "product_tasks")
         return 0.5 * (p[..., 0] * p[..., 1] - c[tasks].to(p.dtype)) ** 2
 
     def grad(p, tasks):                                                 # (xy - c) (y, x)
+        _two_d(p, "product_tasks")
         r = p[..., 0] * p[..., 1] - c[tasks].to(p.dtype)
         return r.unsqueeze(-1) * p.flip(-1)
     losses.grad = grad
@@ -457,11 +477,13 @@ def wells_tasks(num_tasks: int = 3, shared_depth: float = 1.0, private_depth: fl
     private = torch.tensor(centre, dtype=torch.float64) + radius * torch.stack([ang.cos(), ang.sin()], -1)
 
     def losses(p, tasks):
+        _two_d(p, "wells_tasks")
         shared = -shared_depth * torch.exp(-0.5 * p.pow(2).sum(-1))
         d2 = (p - private[tasks].to(p.dtype)).pow(2).sum(-1)
         return shared - private_depth * torch.exp(-0.5 * d2 / 0.7 ** 2)
 
     def grad(p, tasks):
+        _two_d(p, "wells_tasks")
         d = p - private[tasks].to(p.dtype)
         shared = shared_depth * torch.exp(-0.5 * p.pow(2).sum(-1, keepdim=True)) * p
         return shared + private_depth / 0.7 ** 2 * torch.exp(-0.5 * d.pow(2).sum(-1, keepdim=True) / 0.7 ** 2) * d
@@ -511,7 +533,13 @@ def run_toy(method: str, losses: Losses, phi0: torch.Tensor, num_tasks: int, ste
     inner = InnerOptimizer("sgd", alpha)
     targets = torch.zeros(num_tasks, num_tasks, dtype=phi0.dtype)
     phi, phis, orders = phi0.clone(), [phi0.clone()], []
-    for _ in range(steps):
+    guard = DivergenceGuard(setting=f"alpha (={alpha}) or eta (={eta})", what=f"{method}'s task losses")
+
+    def check(p, where):                                                # the package's one rule: tutor.divergence
+        guard(losses(p.unsqueeze(-2).expand(*p.shape[:-1], num_tasks, p.shape[-1]), torch.arange(num_tasks)), where)
+
+    check(phi, "at the start")
+    for step in range(steps):
         if method == "Seq-Reptile":
             o = random_order(num_tasks, K, gen) if order == "random" else cyclic_order(num_tasks, K)
             orders.append(o)
@@ -528,6 +556,7 @@ def run_toy(method: str, losses: Losses, phi0: torch.Tensor, num_tasks: int, ste
                 phi = mtl_step(grad_fn, phi, num_tasks, lr, mtl_gradient if method == "MTL" else pcgrad)
         if not torch.isfinite(phi).all():
             raise FloatingPointError(f"{method} diverged; lower alpha (={alpha}) or eta (={eta})")
+        check(phi, f"at outer step {step + 1}")
         phis.append(phi)
     phis = torch.stack(phis)
     g = task_gradients(grad_fn, phis, num_tasks)                        # (steps + 1, starts, T, dim)
