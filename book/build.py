@@ -233,8 +233,10 @@ def session_plan(i: dict) -> str:
         (max(compute, 10), f"**Run All** at once (default run ≈ {i['run'] or '?'}; allow {compute} min on a laptop "
                            "or Binder) while you present the equations and the code that implements them."),
         (reading, "Read the experiment and its result together: the baseline, the seeds, the confidence "
-                  "intervals, the regime map; precomputed results are loaded, not recomputed "
-                  f"({c['precomputed']} cell(s){': ' + ', '.join(sorted(c['files'])) if c['files'] else ''})."),
+                  "intervals, the regime map; " + (
+                      f"the multi-seed results are precomputed and loaded ({c['precomputed']} cell(s)"
+                      f"{': ' + ', '.join(sorted(c['files'])) if c['files'] else ''}), not recomputed."
+                      if c["precomputed"] else "everything in this notebook runs live.")),
         (10, f"The widget{'s' if c['widget'] > 1 else ''} ({c['widget']}): students move each control and predict "
              "the figure before it redraws."),
         (max(exercises, 10), f"Exercises ({c['exercise']} exercise cell(s), {c['check']} self-check(s); the "
@@ -347,13 +349,22 @@ never replaces a shipped file); the checksum line in `SHA256SUMS` is updated wit
 """
 
 
+# MathJax 3.2.2 (Apache-2.0), es5/tex-svg-full.js: one self-contained file (TeX input, SVG output with its
+# glyphs; no fonts or components loaded later), as shipped in the PyPI package sphinx-mathjax-offline 0.0.2.
+MATHJAX_SHA256 = "a4354ff94fd868aea0cc6eaaa79a57fda0588646fc46ee3700a349ee0a11cbe6"
+
+
 def mathjax_file() -> Path:
     import importlib.util
 
     spec = importlib.util.find_spec("sphinx-mathjax-offline")
     if spec is None or not spec.submodule_search_locations:
         sys.exit("the book needs the [book] extra (sphinx-mathjax-offline is missing): pip install -e '.[book]'")
-    return Path(list(spec.submodule_search_locations)[0]) / "static" / "mathjax" / "tex-svg-full.js"
+    path = Path(list(spec.submodule_search_locations)[0]) / "static" / "mathjax" / "tex-svg-full.js"
+    if not path.exists() or sha256(path) != MATHJAX_SHA256:
+        sys.exit(f"{path} is missing or is not MathJax 3.2.2 (SHA-256 {MATHJAX_SHA256}); "
+                 "reinstall the [book] extra (sphinx-mathjax-offline==0.0.2)")
+    return path
 
 
 def prepare(settings: dict) -> None:

@@ -94,8 +94,9 @@ def _open(site, path: str):
     context.route("**/*", route)
     page.on("console", lambda m: m.type == "error" and log["errors"].append(m.text))
     page.on("pageerror", lambda e: log["errors"].append(str(e)))
-    page.on("requestfailed", lambda r: log["failed"].append(r.url))
-    page.on("response", lambda r: r.status >= 400 and log["failed"].append(f"{r.status} {r.url}"))
+    page.on("requestfailed", lambda r: urllib.parse.urlsplit(r.url).netloc == host and log["failed"].append(r.url))
+    page.on("response", lambda r: r.status >= 400 and not r.url.endswith("/favicon.ico")   # asked by the browser
+            and log["failed"].append(f"{r.status} {r.url}"))
     page.goto(f"{site['url']}/{path}", wait_until="load")
     page.wait_for_load_state("networkidle")
     return context, page, log
