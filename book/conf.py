@@ -53,6 +53,7 @@ html_extra_path = [str(ROOT / "_build" / "book-src" / "_extra")]   # the .py dow
 html_sourcelink_suffix = ""
 html_copy_source = True
 html_last_updated_fmt = None
+html_context = {"default_mode": "light"}   # the theme's script logs an error when no mode is set
 html_theme_options = {
     "use_download_button": True,
     "use_fullscreen_button": False,
