@@ -8,6 +8,8 @@
 Also (called by the commands above or by CI, rarely needed by hand):
     python3 run.py settings [PREFIX]   # write JupyterLab's overrides.json into PREFIX (default: .venv)
     python3 run.py binder-check        # rehearse the Binder build in a fresh venv and run notebook 00
+    python3 run.py book [--serve]      # build the course book (static offline HTML, every notebook executed)
+                                       # into _build/book/; --serve shows it on http://127.0.0.1:8000/
 
 Needs only Python 3.10+.  The first run creates ``.venv/`` next to this file and installs PyTorch
 (the CPU-only build unless you ask otherwise, see below) and the package; later runs reuse it.
@@ -167,7 +169,7 @@ def binder_check() -> int:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("lab", "test", "settings", "binder-check"):
+    if not argv or argv[0] not in ("lab", "test", "settings", "binder-check", "book"):
         print(__doc__)
         return 2
     if argv[0] == "settings":
@@ -180,6 +182,10 @@ def main(argv: list[str]) -> int:
         if len(argv) > 1:
             sys.exit(f"binder-check takes no arguments, got: {' '.join(argv[1:])}")
         return binder_check()
+    if argv[0] == "book":                      # book/build.py checks its own arguments (--serve, --port)
+        py = ensure_env("book")
+        env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+        return sh(py, ROOT / "book" / "build.py", *argv[1:], env=env, cwd=ROOT)
     if argv[0] == "lab":
         py = ensure_env("")
         write_lab_settings(env_prefix(py))

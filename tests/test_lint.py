@@ -14,6 +14,6 @@ def test_ruff_clean():
     if shutil.which("ruff") is None and not (Path(sys.executable).parent / "ruff").exists():
         pytest.skip("ruff is not installed (it comes with the [test] extra)")
     exe = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
-    r = subprocess.run([exe, "check", "tutor", "tests", "benchmarks", "notebooks", "run.py", "conftest.py"],
+    r = subprocess.run([exe, "check", "tutor", "tests", "benchmarks", "notebooks", "book", "run.py", "conftest.py"],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -5,6 +5,16 @@ Notebook, VS Code) it returns ipywidgets controls wired to a drawing function.  
 nbval, in a static export, or when ``TUTOR_HEADLESS=1`` -- it calls the function **once at the
 default values**, so the figure still appears in the output and the cell is tested.
 
+**Which one, with no flag.**  Live ipywidgets executed with no front end can make the executing client
+(nbclient: ``jupyter nbconvert --execute``, ``jupytext --execute``, papermill, the course book's
+build) wait for good, so the live path is taken only when a widget front end is attached
+(:func:`front_end_attached`): a front end has opened ipywidgets' control comm, or the kernel was started
+*for a notebook* by a Jupyter server (JupyterLab, Notebook 7) or VS Code -- they set
+``JPY_SESSION_NAME`` in the kernel's environment, nbclient does not (an export started from a notebook
+cell inherits the variable; that case is recognised, see :func:`front_end_attached`) -- or Colab.
+``TUTOR_HEADLESS=1`` forces the static drawing; ``TUTOR_HEADLESS=0`` forces live widgets in a kernel
+(for a front end the rules above miss).
+
 **Sweep.**  With ``TUTOR_WIDGET_SWEEP=1`` (the test suite sets it) the headless path also calls the
 function at every control's minimum and maximum, at every dropdown option and at the other value
 of every toggle (one control at a time, the others at their defaults), closing each figure
@@ -13,23 +23,54 @@ unshown.  A callback that raises fails the cell with an error naming the control
 
 from __future__ import annotations
 
+import functools
 import os
+import sys
 
 import matplotlib.pyplot as plt
 
-__all__ = ["interactive", "is_headless", "is_sweeping", "sweep_values", "slider", "dropdown", "toggle"]
+__all__ = ["interactive", "is_headless", "front_end_attached", "is_sweeping", "sweep_values", "slider", "dropdown",
+           "toggle"]
 
 
 def is_headless() -> bool:
-    """True without a live widget front end: ``TUTOR_HEADLESS=1`` or not inside an IPython kernel."""
-    if os.environ.get("TUTOR_HEADLESS", "") not in ("", "0"):
+    """True without a live widget front end (see the module docstring for the rules and the override)."""
+    flag = os.environ.get("TUTOR_HEADLESS", "")
+    if flag not in ("", "0"):
         return True
     try:
         from IPython import get_ipython
     except ImportError:
         return True
     shell = get_ipython()
-    return shell is None or not hasattr(shell, "kernel")
+    if shell is None or not hasattr(shell, "kernel"):
+        return True
+    return flag != "0" and not front_end_attached()
+
+
+def front_end_attached() -> bool:
+    """Whether a widget front end is attached to this kernel (False under nbclient/nbconvert/papermill)."""
+    ipywidgets = sys.modules.get("ipywidgets")
+    if ipywidgets is not None and getattr(ipywidgets.Widget, "_control_comm", None) is not None:
+        return True           # a front end's widget manager opened the control comm
+    if "google.colab" in sys.modules:
+        return True
+    session = os.environ.get("JPY_SESSION_NAME", "")
+    return bool(session) and not _inherited("JPY_SESSION_NAME", session)
+
+
+@functools.cache
+def _inherited(name: str, value: str) -> bool:
+    """True when the process that launched this kernel has ``name=value`` itself: the variable was inherited
+    (e.g. ``!jupyter nbconvert --execute`` run from a notebook cell), not set by a server for this kernel.
+    The launcher is ``JPY_PARENT_PID`` (set by jupyter_client for every kernel it starts) or the parent."""
+    try:
+        import psutil  # a dependency of ipykernel
+
+        pid = int(os.environ.get("JPY_PARENT_PID") or os.getppid())
+        return psutil.Process(pid).environ().get(name) == value
+    except Exception:   # no such process, no permission, no psutil: trust the variable
+        return False
 
 
 def is_sweeping() -> bool:
