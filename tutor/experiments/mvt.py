@@ -67,6 +67,7 @@ __all__ = ["Setup", "make_setup", "make_learner", "train_method", "score_heads",
 METHODS = ("protonet", "gated", "gated_p", "noise", "naive", "gate_zero", "query_matching")
 CHECKPOINTED = ("protonet", "gated", "query_matching")
 LR_GRID = (3e-3, 1e-2, 3e-2)
+WORLD_LR_GRID = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 
 
 @dataclass
@@ -80,9 +81,10 @@ class Setup:
 
 
 def make_setup(strength: float = 1.0, val_episodes: int = 100, test_episodes: int = 300,
-               split_seed: int = 0) -> Setup:
-    """Base / validation / novel glyph classes, nuisance ``strength``, fixed val and test episodes."""
-    bank = load_glyphs()
+               split_seed: int = 0, bank=None) -> Setup:
+    """Base / validation / novel glyph classes, nuisance ``strength``, fixed val and test episodes
+    (``bank``: an already loaded glyph bank, so a notebook holds one copy)."""
+    bank = bank if bank is not None else load_glyphs()
     split = bank.split((0.6, 0.2, 0.2), seed=split_seed)
     train, val = mvt_samplers(bank.images, split["train"], split["val"], strength=strength)
     _, test = mvt_samplers(bank.images, split["train"], split["test"], strength=strength)
@@ -160,11 +162,12 @@ def main(argv=None) -> int:
     p.add_argument("--val-episodes", type=cli_int(1), default=100)
     p.add_argument("--test-episodes", type=cli_int(2), default=300)
     p.add_argument("--hidden", type=cli_int(1), default=32)
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
-                   help="glyph methods to train (the others come from --reuse)")
+    p.add_argument("--methods", nargs="*", choices=METHODS, default=list(METHODS),
+                   help="glyph methods to train (the others come from --reuse; none: only the regime map is rerun)")
     p.add_argument("--reuse", default=None, help="earlier results file (same settings) for the methods not trained")
     p.add_argument("--world-seeds", type=cli_int(0), nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--world-steps", type=cli_int(1), default=100)
+    p.add_argument("--world-lr-grid", type=cli_float(0, strict=True), nargs="+", default=list(WORLD_LR_GRID))
     p.add_argument("--world-val-episodes", type=cli_int(1), default=200)
     p.add_argument("--world-test-episodes", type=cli_int(1), default=500)
     add_output_arguments(p, "mvt.json")
@@ -187,7 +190,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     from tutor.experiments.mvt_world import run_world
 
-    world = run_world(args.world_seeds, args.world_steps, val_episodes=args.world_val_episodes,
+    world = run_world(args.world_seeds, args.world_steps, args.world_lr_grid, val_episodes=args.world_val_episodes,
                       test_episodes=args.world_test_episodes)
     on, off = make_setup(1.0, args.val_episodes, args.test_episodes), None
     trained = {}
@@ -217,7 +220,8 @@ def main(argv=None) -> int:
     heads_of = {"protonet": all_heads, "gated": all_heads, "gated_p": all_heads, "gate_zero": all_heads,
                 "query_matching": all_heads, "noise": ("prototype",), "naive": ("prototype",)}
     scores = {}           # scores[setting][seed][method/head] = per-episode accuracies
-    histories, openness = {}, {}
+    histories = {}
+    openness = {m: v for m, v in (old or {}).get("openness", {}).items() if m not in methods}
     for seed in args.seeds:
         row = scores.setdefault("nuisance", {}).setdefault(str(seed), {})
         for method in METHODS:
@@ -250,7 +254,7 @@ def main(argv=None) -> int:
         for name, row in table.items():
             print(setting, name, row)
     command = "python -m tutor.experiments.mvt " + " ".join(argv or sys.argv[1:])
-    if args.checkpoint:
+    if args.checkpoint and any(("ckpt", m) in trained for m in CHECKPOINTED):
         from pathlib import Path
 
         models = {m: trained[("ckpt", m)] for m in CHECKPOINTED if ("ckpt", m) in trained}
@@ -270,7 +274,8 @@ def main(argv=None) -> int:
               "trained_here": methods,
               "reused_from": None if old is None else {"file": args.reuse, "command": old["command"],
                                                       "date": old["date"], "methods": [m for m in METHODS
-                                                                                       if m not in methods]},
+                                                                                       if m not in methods],
+                                                      "earlier": old.get("reused_from")},
               "tuning": {"grid": grid, "validation": validation, "chosen": chosen, "on_edge": on_edge},
               "openness": openness, "scores": scores, "summary": summary,
               "train_loss": {m: {str(s): list(h) for s, h in v.items()} for m, v in histories.items()},

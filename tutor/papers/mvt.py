@@ -43,6 +43,20 @@ at meta-training *and* at meta-test) with M_d images each, mu_d and sigma_d thei
   noise, drawn per image from the episode's own seed (every method sees identical test images).
                                                                         -> shared_nuisance, NuisanceEpisodes
 
+* **Why the gate closes under L_V** (ours, issue 18): with ``u = g * v`` the pseudo-query logit is
+  ``-||Delta||^2 - 2 Delta.u - ||u||^2``; the last term is the same for every class and cancels in the
+  softmax, so L_V is convex in u and zero-mean deviations raise its expectation: under option Q the
+  gate is trained to close.                                  -> virtual_logit_terms, virtual_loss_at_gate,
+                                                                gate_openness, MVT.openness
+  The control ``transfer="gate_zero"`` (gate fixed at 0) is ProtoNet plus the separation term L_V
+  becomes.  Our non-collapsing objective ``transfer="query_matching"``: L_V trains the embedding with
+  the gate's gradient stopped, and the gate is trained only to make the transferred deviations explain
+  the real queries' deviations ``h_q - mu_c`` (Gaussian likelihood; a closed gate has unbounded loss).
+                                                                        -> query_matching_loss
+* **A feature-space world** where the premise holds exactly, ``h = mu_c + L n + sigma eps`` with one
+  low-rank L shared by all classes (or one per class): the regime map's ground.
+                             -> WorldConfig, world_episodes, world_transfer, world_accuracy, train_world_transfer
+
 Deliberate simplifications (all ours): the transfer network is a one-hidden-layer MLP; each virtual
 sample uses one donor deviation picked at random (donor class and sample uniform); the gate's last
 layer starts at zero (gates 0.5); donors are embedded in their own batch (batch norm statistics of
@@ -579,8 +593,9 @@ def toy_episodes(cfg: ToyConfig, episodes: int, seed: int = 0) -> dict:
 
 def toy_transfer(donor: torch.Tensor, ways: int, m: int, kind: str, gen: torch.Generator) -> torch.Tensor:
     """Transferred deviations ``(E, N, m, 2)`` from donors ``(E, D, Md, 2)``: ``"naive"``, ``"stats"``
-    (standardise per donor, recolour with the mean donor std: loses the rotation), ``"noise"``
-    (isotropic, matched norm) or ``"none"`` (zeros)."""
+    (divide each axis by the donor's std, multiply by the mean donor std: a per-axis rescaling, so the
+    correlation -- the rotation of the shared covariance -- is kept; with a covariance shared by all
+    classes it is close to naive), ``"noise"`` (isotropic, matched norm) or ``"none"`` (zeros)."""
     if kind not in ("naive", "stats", "noise", "none"):
         raise ValueError(f"toy transfer must be 'naive', 'stats', 'noise' or 'none', got {kind!r}")
     v, _, sigma_d = donor_deviations(donor.flatten(0, 1))
