@@ -67,7 +67,7 @@ __all__ = ["Setup", "make_setup", "make_learner", "train_method", "score_heads",
 METHODS = ("protonet", "gated", "gated_p", "noise", "naive", "gate_zero", "query_matching")
 CHECKPOINTED = ("protonet", "gated", "query_matching")
 LR_GRID = (3e-3, 1e-2, 3e-2)
-WORLD_LR_GRID = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+WORLD_LR_GRID = (3e-3, 1e-2, 3e-2)
 
 
 @dataclass
