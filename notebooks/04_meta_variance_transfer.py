@@ -28,13 +28,14 @@
 # 2. write the three transfer variants (naive, gated, statistics matching) and the two losses;
 # 3. prove the central caveat — zero-mean virtual samples do not move a mean prototype — and say
 #    where a gain must come from instead (training on virtual pseudo-queries, or a head that uses spread);
-# 4. read a paired, multi-seed comparison with ProtoNet honestly, including a null result.
+# 4. show why our reconstructed L_V trains the gate to close, and use an objective that cannot close it;
+# 5. read a paired, multi-seed comparison and a regime map honestly, including a null result.
 #
 # **Prerequisites.** Notebook 00 (ProtoNet, episodes); a Gaussian's covariance and the Mahalanobis distance.
 #
-# **Time.** Reading ≈ 30 min. Compute: ≈ 2 min on 2 CPU cores (one live training of ProtoNet and
-# of MVT-style at a small budget; the multi-seed numbers are precomputed by our own script;
-# `TUTOR_FULL=1` trains longer).
+# **Time.** Reading ≈ 40 min. Compute: ≈ 2 min on one CPU core (one live training of ProtoNet and
+# of MVT-style at a small budget; the multi-seed numbers and the regime map are precomputed by our own
+# script; `TUTOR_FULL=1` trains longer).
 
 # %%
 import inspect
@@ -48,26 +49,37 @@ import torch
 import tutor
 from tutor import checks, widgets
 from tutor.data import load_glyphs
-from tutor.experiments import load_results
+from tutor.experiments import load_results, mvt_world
 from tutor.experiments import mvt as mvt_exp
+from tutor.experiments.regime import summarise_regime
 from tutor.meta import ProtoNet, prototype_logits
 from tutor.papers.mvt import (
     MVT,
     ToyConfig,
+    WorldConfig,
     augmented_prototype_logits,
     donor_deviations,
     gated_transfer,
     mahalanobis_logits,
     prototype_logits_means,
+    query_matching_loss,
     shared_nuisance,
     stats_transfer,
     toy_accuracies,
+    train_world_transfer,
     transfer_init,
     transferred_covariance,
+    virtual_logit_terms,
     virtual_loss,
+    virtual_loss_at_gate,
     virtual_samples,
+    world_accuracy,
+    world_basis,
+    world_episodes,
+    world_transfer,
 )
 from tutor.train import compare, load_checkpoint, mean_ci
+from tutor.viz import regime_plot
 
 FULL = os.environ.get("TUTOR_FULL", "0") == "1"
 tutor.configure_threads()
@@ -110,8 +122,9 @@ ROOT = Path(tutor.__file__).resolve().parents[1]
 # $$\text{(a) naive: } \tilde v = v, \qquad \text{(b) gated: } \tilde v = \mathrm{sigmoid}(\mathrm{MLP}_\varphi[\mu_c; v]) \odot v, \qquad \text{(c) statistics: } \tilde v = \mathrm{softplus}(\mathrm{MLP}_\varphi[\mu_c; \sigma_d]) \odot z$$
 # $$\hat h_{c,m} = \mu_c + \tilde v_{c,m}$$
 #
-# The gate in (b) learns which coordinates of a donor deviation are nuisance (pass) and which carry
-# the donor's identity (block).
+# The gate in (b) is *meant* to learn which coordinates of a donor deviation are nuisance (pass) and
+# which carry the donor's identity (block). Trained with our reconstructed losses it learns neither:
+# it closes and blocks everything (§8b works out why).
 
 # %%
 print(inspect.getsource(donor_deviations))
@@ -127,9 +140,10 @@ print(inspect.getsource(stats_transfer))
 #   L_V = -\frac1{NM}\sum_{c,m}\log\operatorname{softmax}_{c'}\bigl(-\delta(\hat h_{c,m}, \mu_{c'})\bigr)_c$$
 # $$L = L_Q + \lambda_V L_V, \qquad \theta,\varphi \text{ trained jointly through the episode.}$$
 #
-# L_V keeps a virtual sample inside its own class, so the module cannot simply transfer the donor's
-# identity; and since ĥ depends on θ through μ_c and v, L_V also trains the embedding on virtual
-# pseudo-queries. `MVT.task_loss` calls the core's `prototype_logits` (no copied ProtoNet):
+# L_V is meant to keep a virtual sample inside its own class, so that the module does not transfer
+# the donor's identity; and since ĥ depends on θ through μ_c and v, L_V also trains the embedding on
+# virtual pseudo-queries. It has a flaw (§8b): transferring *nothing* scores best on average, so it
+# rewards closing the gate. `MVT.task_loss` calls the core's `prototype_logits` (no copied ProtoNet):
 
 # %%
 print(inspect.getsource(virtual_loss))
@@ -189,6 +203,7 @@ print(f"paired: Mahalanobis - Euclidean {100 * gap_m:+.1f} ± {100 * gap_ci:.1f}
 
 # %%
 assert gap_m - gap_ci > 0.10                       # transferred spread helps, by a wide margin
+assert abs(100 * gap_m - 23) < 2                   # "by about 23 points" (summary)
 assert aug_m + aug_ci < 0.01                       # averaging into the mean prototype does not help
 assert abs(orc_m) < 0.02                           # the transferred covariance is as good as the truth
 no_transfer = toy_accuracies(ToyConfig(), episodes=200, seed=0, transfer="none")
@@ -196,8 +211,8 @@ assert torch.equal(no_transfer["mahalanobis"], no_transfer["euclidean"])   # no 
 
 # %% [markdown]
 # **When the premise fails.** If every class has its *own* random covariance, a donor's deviations
-# describe the wrong shape. Then the transferred covariance is no better than Euclidean, while the
-# oracle (which knows each class's own covariance) still gains:
+# describe the wrong shape. Then most of the gain disappears (the paired difference below), while the
+# oracle (which knows each class's own covariance) still beats Euclidean:
 
 # %%
 own = toy_accuracies(ToyConfig(per_class_cov=True), episodes=TOY_EPISODES, seed=0)
@@ -207,6 +222,8 @@ for k in ("euclidean", "mahalanobis", "oracle"):
 own_gap = mean_ci(own["mahalanobis"] - own["euclidean"])
 print(f"Mahalanobis - Euclidean {100 * own_gap[0]:+.1f} ± {100 * own_gap[1]:.1f} points")
 assert own_gap[0] < gap_m - 0.10                   # most of the gain disappears without shared variation
+own_orc = mean_ci(own["oracle"] - own["euclidean"])
+assert own_orc[0] - own_orc[1] > 0                 # the oracle still beats Euclidean
 
 
 # %% [markdown]
@@ -282,16 +299,30 @@ widgets.interactive(draw_playground, angle=widgets.slider(0.6, 0.0, 3.1), anisot
 # %% [markdown]
 # Things to try: **anisotropy 1** (round classes: no shape to transfer, every classifier ties);
 # **transfer "noise"** (isotropic deviations of the right size but the wrong shape: Mahalanobis
-# falls back to Euclidean); **transfer "stats"** (per-axis spreads without the rotation: part of the
-# gain); **per-class covariance** on (the premise fails); **shots 5** (the prototype is better, the gap shrinks).
-#
+# falls back to Euclidean); **transfer "stats"** (each axis divided by the donor's std and multiplied by
+# the mean donor std: a per-axis rescaling, which keeps the correlation, so with a shared covariance it
+# scores like naive; checked below); **per-class covariance** on (the premise fails); **shots 5** (does
+# the gap shrink? Exercise 3).
+
+# %%
+stats_toy = toy_accuracies(ToyConfig(), episodes=TOY_EPISODES, seed=0, transfer="stats")
+st_m, st_ci = mean_ci(stats_toy["mahalanobis"] - stats_toy["euclidean"])
+st_vs = mean_ci(stats_toy["mahalanobis"] - toy["mahalanobis"])
+print(f"stats: Mahalanobis - Euclidean {100 * st_m:+.1f} ± {100 * st_ci:.1f} (naive {100 * gap_m:+.1f} ± "
+      f"{100 * gap_ci:.1f}); stats - naive {100 * st_vs[0]:+.2f} ± {100 * st_vs[1]:.2f} points")
+assert abs(st_vs[0]) < 0.01                        # stats keeps the rotation: it scores like naive
+
+# %% [markdown]
 # ## 6. Glyphs with a shared nuisance
 #
 # The image experiment uses the glyph bank (letters of five scripts rendered from matplotlib's fonts,
 # our Omniglot stand-in). Classes are split into **base** (meta-training, and the donor pool at
-# every stage), validation and **novel** test classes. Every image gets a shared nuisance —
-# rotation up to ±20°, scale, shear, shift, stroke dilation, pixel noise — so that all classes vary
-# *the same way*, which is MVT's premise. Below, one class without and with the nuisance.
+# every stage), validation and **novel** test classes. Every image gets a nuisance drawn from the
+# same distribution for every class — rotation up to ±20°, scale, shear, shift, stroke dilation,
+# pixel noise — in the spirit of MVT's premise that nuisances are shared across classes. They are not
+# *additive* in pixel space (a rotation moves each glyph's pixels differently), so whether they become
+# shared deviation directions in feature space is an open question; the regime map shows why that
+# matters. Below, one class without and with the nuisance.
 
 # %%
 bank = load_glyphs()
@@ -323,7 +354,7 @@ plt.show()
 saved = load_results("mvt.json")     # checks the SHA-256 in data/results/SHA256SUMS
 print("shipped results written by:", saved["command"], "on", saved["date"], "with torch", saved["torch"])
 LIVE_STEPS = 300 if FULL else 150
-setup = mvt_exp.make_setup(1.0, val_episodes=1, test_episodes=300 if FULL else 100)
+setup = mvt_exp.make_setup(1.0, val_episodes=1, test_episodes=300 if FULL else 100, bank=bank)
 live = {}
 for method in ("protonet", "gated"):
     learner, meta, hist = mvt_exp.train_method(method, setup, LIVE_STEPS, saved["tuning"]["chosen"][method], seed=0)
@@ -364,12 +395,18 @@ assert torch.equal(gl.test_logits(gm, ep0, "prototype"), proto_view.logits(gm, e
 # `python -m tutor.experiments.mvt --seeds 0 1 2` trains every method from scratch per seed
 # (600 episodes, meta-batch 2), choosing each method's Adam learning rate from the same grid on
 # validation classes (seed 0), and scores on the same 300 fixed novel-class test episodes:
-# ProtoNet, MVT-style gated transfer (option Q, and `gated_p`: option P during training, so the
-# transfer module also gets gradients through L_Q), the feature-noise control (same losses,
-# isotropic noise of matched norm instead of transferred deviations) and naive transfer; for
+# ProtoNet; MVT-style gated transfer (option Q, and `gated_p`: option P during training, so the
+# transfer module also gets gradients through L_Q); **`gate_zero`**, the control with the gate fixed
+# at 0 (ProtoNet plus the separation term that L_V becomes when nothing is transferred, §8b);
+# **`query_matching`**, our objective whose gate cannot close (§8b); the feature-noise control (same
+# losses, isotropic noise of matched norm instead of transferred deviations) and naive transfer; for
 # ProtoNet and the gated models also the option-P head at test and the Mahalanobis head from
-# transferred variation. Sanity check: ProtoNet
-# and MVT retrained with the nuisance switched off. We recompute everything from the per-episode
+# transferred variation. Sanity check: ProtoNet and the gated model retrained with the nuisance
+# switched off. `gate_zero` and `query_matching` were added in a second run that reused the other
+# methods' scores from the first (same seeds, settings and fixed episodes; the file records this).
+# **An asymmetry we keep:** the transfer arms embed 4 × 5 donor images per episode that ProtoNet
+# never sees in that episode (they are base-class images, which ProtoNet's own training episodes
+# also draw from). We recompute everything from the per-episode
 # scores stored in the file.
 
 # %%
@@ -412,30 +449,38 @@ plt.show()
 # the gain per seed was +1.4, +1.6 and +2.3 points: **+1.8 ± 1.2 points** (Student-t 95% over seeds),
 # small but of the same sign in every seed.
 #
-# **It is not evidence of variance *transfer*.** The feature-noise control (same losses, isotropic
-# noise with the norm of the donor deviations in place of the deviations) gained +3.1 ± 5.0 points
-# (per seed +2.0, +1.8, +5.4), and naive transfer +2.5 ± 7.3 (−0.9, +4.3, +4.2). Both are larger on
-# average than the gated variant, and with 3 seeds neither is distinguishable from it. And the
-# trained gate is almost closed (see §9: at the end of training the transferred deviations are about
-# 10⁻⁵ of the donor deviations), so the gated model's virtual samples sit on its prototypes at test
-# time: option P at test and the Mahalanobis head score like plain prototypes (+1.8 and +1.7 points
-# over ProtoNet). In our reconstruction with option Q, L_V is the only loss that reaches the
-# transfer module, and L_V is minimised by shrinking every transferred deviation to zero: a
-# degenerate solution that the paper (whose losses we do not know) presumably avoids. What the gated
-# model gained came from training the embedding on perturbed pseudo-queries while the gate was still
-# open, which generic feature noise does at least as well. Training with option P instead
-# (`gated_p`, so that L_Q also reaches the transfer module) gave +2.0 ± 4.3 points over ProtoNet
-# (+0.0, +3.0, +3.0 per seed): not distinguishable from zero nor from option Q, and its test-time
-# heads again scored within 0.15 points of its plain prototypes.
+# **The control with the gate fixed at 0 says it is not transfer.** `gate_zero` (ProtoNet plus the
+# separation term, nothing transferred) scored +1.5 ± 7.7 points over ProtoNet (−2.1, +3.0, +3.5 per
+# seed), and gated − gate_zero was +0.3 ± 6.8 (+3.4, −1.5, −1.2): with 3 seeds the gated arm is not
+# distinguishable from the control that transfers nothing, so its gain is **not attributable to
+# transfer**. §8b measures why it could not be: the trained gate is closed (openness ≈ 10⁻⁵), so its
+# virtual samples sit on the prototypes, and its test-time heads score like plain prototypes (option
+# P and Mahalanobis within 0.3 points of plain in every seed). The feature-noise control (+3.1 ± 5.0;
+# +2.0, +1.8, +5.4) and naive transfer (+2.5 ± 7.3; −0.9, +4.3, +4.2) are larger on average than the
+# gated arm but, with 3 seeds, not distinguishable from it. Option P in training (`gated_p`) gave
+# +2.0 ± 4.3 (+0.0, +3.0, +3.0): not distinguishable from zero nor from option Q. We have not
+# measured *when* during training the gated model's gain arose.
+#
+# **With the gate open, transfer still shows no gain on glyphs.** Query matching keeps its gate open
+# (openness 1.0 in every seed: it saturates at naive transfer; on the seed-0 model the 1-shot query
+# deviations are wider than the donor deviations in total, ratio printed in §8b, and a gate capped
+# at 1 cannot widen them further; we did not check each coordinate). It scored +2.1 ± 4.7 points over ProtoNet (+1.3, +0.8, +4.3): not
+# distinguishable from zero, from `gate_zero` (+0.6 ± 7.0) or from the gated arm (+0.4 ± 3.6). Using
+# its open-gate transferred deviations at test made things *worse*: its Mahalanobis head scored
+# −2.7 ± 2.0 points below its own plain prototypes (−3.1, −1.8, −3.2), and option P at test
+# −0.3 ± 0.4. As pre-registered in the driver, we see no clear glyph gain from transfer at this
+# budget; the nuisances (rotation, shear, dilation) are not additive in pixel space, and the regime
+# map below shows what transfer needs: shared *additive* directions. Whether the learned glyph
+# embedding lacks them we have not tested.
 #
 # **The caveat, on images.** Augmenting ProtoNet's prototypes at test time with naive virtual samples
 # changed accuracy by −0.2 ± 0.4 points (§3). A Mahalanobis head whose covariance comes from raw
-# donor deviations *hurt* ProtoNet (−2.6 ± 0.7): in a learned 32-d embedding, donor deviations are
-# not a good covariance for novel classes, unlike in the 2-D toy.
+# donor deviations *hurt* ProtoNet (−2.6 ± 0.7): unlike in the 2-D toy, donor deviations in this
+# learned 32-d embedding are not a good covariance for novel classes (we have not tested why).
 #
 # **Sanity check.** Without the nuisance the gated − ProtoNet difference was +0.6 ± 1.4 points, not
-# distinguishable from zero and smaller than with the nuisance, as the premise predicts; but 3 seeds
-# cannot separate +0.6 from +1.8.
+# distinguishable from zero; but 3 seeds cannot separate +0.6 from +1.8, and a closed gate cannot act
+# on the premise anyway, so this check says nothing about transfer.
 
 # %%
 def diff_ci(setting, name):
@@ -447,57 +492,303 @@ def paired_over_seeds(setting, a, b):
     return mean_ci([x - y for x, y in zip(summary[setting, b][2], summary[setting, a][2])])
 
 
+def seed_diffs(setting, a, b):
+    return np.array(summary[setting, b][0]) - np.array(summary[setting, a][0])
+
+
 gated_d, noise_d, naive_d = (diff_ci("nuisance", f"{m}/prototype") for m in ("gated", "noise", "naive"))
+assert [round(100 * summary["nuisance", f"{m}/prototype"][1][0], 1) for m in ("gated", "protonet")] == [75.1, 73.3]
 assert gated_d[0] - gated_d[1] > 0                                         # "a small gain showed"
+assert (np.array(summary["nuisance", "gated/prototype"][2]) > 0).all()     # "same sign in every seed"
+gz_d, qm_d = diff_ci("nuisance", "gate_zero/prototype"), diff_ci("nuisance", "query_matching/prototype")
+assert abs(gz_d[0]) < gz_d[1]                                              # gate_zero: not distinguishable from 0
+m, ci = paired_over_seeds("nuisance", "gate_zero/prototype", "gated/prototype")
+assert abs(m) < ci                                                         # gated vs gate_zero: indistinguishable
+for head in ("augmented", "mahalanobis"):                                  # closed gate: heads = plain prototypes
+    assert np.abs(seed_diffs("nuisance", "gated/prototype", f"gated/{head}")).max() < 0.003
+assert noise_d[0] > gated_d[0] and naive_d[0] > gated_d[0]                 # "larger on average"
+for other in ("noise", "naive"):                                           # "not distinguishable"
+    m, ci = paired_over_seeds("nuisance", "gated/prototype", f"{other}/prototype")
+    assert abs(m) < ci, other
 gp_d = diff_ci("nuisance", "gated_p/prototype")
 assert abs(gp_d[0]) < gp_d[1]                                              # option P: not distinguishable from 0
 m, ci = paired_over_seeds("nuisance", "gated/prototype", "gated_p/prototype")
 assert abs(m) < ci                                                         # ... nor from option Q
-for head in ("augmented", "mahalanobis"):                                  # heads within 0.15 points of plain
-    assert max(abs(a - b) for a, b in zip(summary["nuisance", f"gated_p/{head}"][0],
-                                          summary["nuisance", "gated_p/prototype"][0])) < 0.0015
-assert noise_d[0] > gated_d[0] and naive_d[0] > gated_d[0]                 # "both larger on average"
-for other in ("noise", "naive"):                                           # "neither distinguishable"
-    m, ci = paired_over_seeds("nuisance", "gated/prototype", f"{other}/prototype")
-    assert abs(m) < ci, other
+assert min(saved["openness"]["query_matching"].values()) > 0.99            # query matching: gate open
+assert abs(qm_d[0]) < qm_d[1]                                              # its gain: not distinguishable from 0
+for other in ("gate_zero", "gated"):
+    m, ci = paired_over_seeds("nuisance", f"{other}/prototype", "query_matching/prototype")
+    assert abs(m) < ci, other                                              # ... nor from gate_zero or gated
+m, ci = mean_ci(seed_diffs("nuisance", "query_matching/prototype", "query_matching/mahalanobis"))
+assert m + ci < 0 and (seed_diffs("nuisance", "query_matching/prototype", "query_matching/mahalanobis") < 0).all()
+m, ci = mean_ci(seed_diffs("nuisance", "query_matching/prototype", "query_matching/augmented"))
+assert abs(m) < ci                                                         # option P at test: -0.3 +- 0.4
 aug_d, maha_d = diff_ci("nuisance", "protonet/augmented"), diff_ci("nuisance", "protonet/mahalanobis")
 assert abs(aug_d[0]) < aug_d[1] and maha_d[0] + maha_d[1] < 0              # caveat; raw-donor covariance hurts
 off_d = diff_ci("no_nuisance", "gated/prototype")
-assert abs(off_d[0]) < off_d[1] and off_d[0] < gated_d[0]                  # sanity check
+assert abs(off_d[0]) < off_d[1]                                            # sanity check: not distinguishable
+m, ci = mean_ci([x - y for x, y in zip(summary["nuisance", "gated/prototype"][2],
+                                       summary["no_nuisance", "gated/prototype"][2])])
+assert abs(m) < ci                                                         # +0.6 vs +1.8: not separable
 
 # %% [markdown]
-# ## 9. Widget, panel B: transferred variations on glyphs
+# ## 8b. Why the gate closes: a lesson about augmentation objectives
 #
-# A trained MVT-style model (seed 0 of our driver, shipped as a small checkpoint; see
-# `data/README.md`). Pick a novel target class and a base donor class: the donor's samples, the
-# target's single shot, and for four virtual features the **nearest real images** in a bank of
-# encoded novel-class images (a way to *see* a virtual sample without a decoder). Right: a PCA of
-# the episode's embeddings (support, queries, virtual samples) with the transfer on or off. Batch
-# norm uses batch statistics, so the retrieval bank is encoded in shuffled batches of episode size.
+# Write the transferred deviation as u = g ⊙ v and Δ = μ_c − μ_c′. The pseudo-query logit of the
+# virtual sample μ_c + u for class c′ is
+#
+# $$-\lVert \Delta + u\rVert^2 = -\lVert\Delta\rVert^2 - 2\,\Delta\cdot u - \lVert u\rVert^2 .$$
+#
+# The last term, −‖u‖², is **the same for every class c′**, so it cancels in the softmax. What L_V
+# sees of u is a log-sum-exp of functions *linear* in u, hence convex in u. By Jensen's inequality,
+# passing a zero-mean deviation that the gate cannot aim away from the other classes raises the
+# *expected* L_V: on average, the best gate is g = 0. (A single deviation can lower L_V; only the
+# average over deviations is lowest at 0.) The gate sees μ_c and v but not the other classes' means,
+# and under option Q no other loss reaches it. `virtual_logit_terms` splits the logit into the three
+# terms; below, on the shipped gated model (seed 0) and 20 novel-class test episodes: the
+# cancellation, L_V with the gate *held* at fixed values, and how open the trained gates are
+# (**openness** = mean ‖ṽ‖ / mean ‖v‖: 0 = closed, 1 = naive transfer).
 
 # %%
 CKPT = ROOT / "data" / "checkpoints" / "mvt_glyphs.pt"
 ckpt_meta, ckpt_info = load_checkpoint(CKPT)
-print("checkpoint:", ckpt_info["command"], ckpt_info["date"], "| lr", ckpt_info["lr"])
-panel_net = mvt_exp.make_learner("gated", hidden=ckpt_info["hidden"])
-panel_meta = ckpt_meta["gated"]
-with torch.no_grad():                      # how open is the trained gate? |v~| / |v| on 20 test episodes
-    ratios = []
-    for ep in mvt_exp.make_setup(1.0, 1, 20).test_episodes:
-        hs_, _ = panel_net._embed(panel_meta, ep)
+print("checkpoint:", ckpt_info["command"], ckpt_info["date"], "| lr", ckpt_info["lr"], "| models", list(ckpt_meta))
+nets = {m: mvt_exp.make_learner(m, hidden=ckpt_info["hidden"]) for m in ("gated", "query_matching")}
+probe = mvt_exp.make_setup(1.0, 1, 20, bank=bank).test_episodes
+GATES = [0.0, 0.25, 0.5, 0.75, 1.0]
+lv_at = {g: [] for g in GATES}
+cancel_gap = 0.0
+with torch.no_grad():
+    gnet, gmeta = nets["gated"], ckpt_meta["gated"]
+    for ep in probe:
+        hs_, _ = gnet._embed(gmeta, ep)
+        mu_ = prototype_logits_means(hs_, ep.support_y, 5).double()
+        v_ = gnet._picked(gmeta, ep, mu_.float(), 20)[0].double()
+        for g_ in GATES:
+            lv_at[g_].append(virtual_loss_at_gate(mu_, v_, g_).item())
+        sep, lin, norm = virtual_logit_terms(mu_, v_)
+        cancel_gap = max(cancel_gap, (torch.log_softmax(sep + lin + norm, -1)
+                                      - torch.log_softmax(sep + lin, -1)).abs().max().item())
+lv_mean = [float(np.mean(lv_at[g_])) for g_ in GATES]
+print("max |change of log-softmax| when -||u||^2 is dropped:", f"{cancel_gap:.1e}")
+print("L_V with the gate held at", GATES, "->", [f"{x:.3f}" for x in lv_mean])
+openness = {m: nets[m].openness(ckpt_meta[m], probe) for m in nets}
+with torch.no_grad():                       # query-matching model: spread of query vs donor deviations
+    qnet, qmeta = nets["query_matching"], ckpt_meta["query_matching"]
+    q_sq, d_sq = [], []
+    for ep in probe:
+        hs_, hq_ = qnet._embed(qmeta, ep)
         mu_ = prototype_logits_means(hs_, ep.support_y, 5)
-        v_, _, _ = panel_net._donors(panel_meta, ep)
-        ratios.append((panel_net.transferred(panel_meta, ep, mu_, 20).norm(dim=-1).mean() / v_.norm(dim=-1).mean()).item())
-print(f"trained gate: mean |v~| / |v| = {np.mean(ratios):.1e} (0.5 at initialisation)")
-assert np.mean(ratios) < 1e-2               # the prose of section 8 relies on this
+        q_sq.append((hq_ - mu_[ep.query_y]).pow(2).sum(-1).mean().item())
+        d_sq.append(qnet._donors(qmeta, ep)[0].pow(2).sum(-1).mean().item())
+spread_ratio = float(np.mean(q_sq) / np.mean(d_sq))
+print(f"query-matching model: mean ||h_q - mu_y||^2 / mean ||v||^2 = {spread_ratio:.2f}")
+print("openness of the shipped seed-0 models:", {m: f"{o:.1e}" for m, o in openness.items()})
+print("openness per seed, from the driver (20 test episodes each):",
+      {m: [f"{x:.1e}" for x in v.values()] for m, v in saved["openness"].items()})
+fig, ax = plt.subplots(figsize=(5, 3))
+ax.plot(GATES, lv_mean, "o-")
+ax.set_xlabel("gate g held fixed (virtual sample = μ_c + g·v)")
+ax.set_ylabel("L_V, mean over 20 episodes")
+ax.set_title("L_V is lowest with the gate closed", fontsize=9)
+plt.show()
+
+# %%
+assert cancel_gap < 1e-12                                   # -||u||^2 cancels in the softmax
+assert all(a <= b for a, b in zip(lv_mean, lv_mean[1:]))    # L_V rises as the gate opens
+assert openness["gated"] < 1e-3                             # the trained L_V gate is closed
+assert openness["query_matching"] > 0.5                     # the query-matching gate is open
+assert spread_ratio > 1                                     # query deviations are wider than donor deviations
+
+# %% [markdown]
+# **An objective that cannot close the gate** (ours, `transfer="query_matching"`). Keep what L_V is
+# good for: it still trains the *embedding* on the virtual pseudo-queries, but its gradient into the
+# gate is stopped. Train the gate with a loss faithful to "virtual samples simulate upcoming queries":
+# the real queries' deviations r = h_q − μ_{y_q} should be likely under a zero-mean Gaussian whose
+# per-coordinate variance is that of the transferred deviations,
+#
+# $$L_M = \tfrac12\,\mathrm{mean}_q \sum_j \Bigl(\frac{r_{q,j}^2}{\mathrm{var}_j} + \log \mathrm{var}_j\Bigr), \qquad
+#   \mathrm{var}_j = \mathrm{mean}_{c,m}\, \tilde v_{c,m,j}^2 + \epsilon .$$
+#
+# For fixed r it is minimised at var_j = mean r_j², and it grows without bound as the transferred
+# variance goes to zero: a closed gate is now the *worst* answer. The features enter L_M detached, so
+# it trains only the gate (the tests check both gradient stops and the closed forms).
+
+# %%
+print(inspect.getsource(query_matching_loss))
+_r = torch.randn(50, 3, generator=torch.Generator().manual_seed(0), dtype=D)
+_v = torch.randn(30, 3, generator=torch.Generator().manual_seed(1), dtype=D)
+qm_curve = [query_matching_loss(c * _v, _r, eps=0.0).item() for c in (2.0, 1.0, 0.1, 1e-3)]
+print("L_M with the transferred deviations scaled by 2, 1, 0.1, 0.001:", [f"{x:.3g}" for x in qm_curve])
+assert qm_curve[1] < qm_curve[2] < qm_curve[3] and qm_curve[3] > 1e5    # closing the gate is punished
+
+# %% [markdown]
+# ## Regime map
+#
+# MVT's premise is that nuisance variation is **shared across classes** and that a 1-shot class cannot
+# estimate it alone. On glyphs we cannot check that premise directly, so we build a feature space where
+# it is exactly true (`WorldConfig`): h = μ_c + L n + σ ε in d = 32, with **one** rank-3 loading matrix
+# L shared by all classes (factor std = the *nuisance strength*), σ = 1, class means ~ N(0, 0.9² I);
+# 5-way, 15 queries per class, 10 donor classes × 20 samples per episode (fresh classes, never the
+# targets), 20 transferred deviations per target. The features are fixed; what is meta-learned is the
+# gate, on fresh training episodes of the same world, with query matching (`query_matching`) or with
+# L_V (`gated`). The head that uses the transferred variation is the shared Mahalanobis head, whose
+# covariance is the transferred deviations' (shrunk towards a multiple of I). Controls: raw donor
+# deviations (`naive`), **rotated** donor deviations (same spectrum, wrong directions), isotropic
+# **noise** of matched norm, and with ≥ 2 shots the support's own pooled spread (`support`, no donors).
+# Every arm's shrinkage is chosen from the same grid on validation episodes (shrinkage 1 is Euclidean,
+# so every arm may fall back to ProtoNet); learned arms also choose the learning rate from one grid.
+# 5 seeds (a seed fixes L and the episodes), 500 paired test episodes each, Student-t over seeds.
+# `gate_zero` is no arm here: with fixed features a closed gate gives a zero covariance and the head is
+# ProtoNet exactly. Falsification settings where transfer must **not** win: each class its own L,
+# nuisance strength 0, more shots. The predictions were written in the driver's docstring before the run:
+
+# %%
+print(mvt_world.__doc__[mvt_world.__doc__.index("PRE-REGISTERED"):])
+W = saved["world"]
+maps = saved["regime"]
+fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+for ax, m, op in zip(axes, maps, (2.5, 2.5, 1)):
+    regime_plot(m, operating_point=op, ax=ax)
+    ax.set_title(m["factor"], fontsize=9)
+fig.tight_layout()
+plt.show()
+points = {name: {p.value: p for p in summarise_regime(m)} for name, m in zip(("shared", "per_class", "shots"), maps)}
+settings = W["settings"]
+
+
+def arm_gain(setting, arm, base="protonet"):
+    """Paired gain (points) of ``arm`` over ``base`` per seed in a world setting, with its Student-t CI."""
+    ps = settings[setting]["per_seed"]
+    diffs = [a - b for a, b in zip(ps[arm], ps[base])]
+    return diffs, mean_ci(diffs)
+
+
+for name in settings:
+    ps = settings[name]["per_seed"]
+    print(f"{name:32s}", " ".join(f"{a} {np.mean(v):.1f}" for a, v in ps.items()))
+
+# %% [markdown]
+# **One live point.** Seed 0 of the operating point (one L shared, strength 2.5, 1 shot), rebuilt from
+# the driver's seeds: the same validation and test episodes, ProtoNet, naive transfer, and the gate
+# trained by query matching at the chosen learning rate (100 steps, ≈ 2 s). It must reproduce the
+# shipped seed-0 numbers. Two measurements for the reading below: L_V on these episodes with the gate
+# fully open, and the head's accuracy when the transferred deviations are scaled down 100-fold.
+
+# %%
+OP = "shared/nuisance=2.5/shots=1"
+op_cfg = WorldConfig(nuisance=2.5)
+op_basis = world_basis(op_cfg, 0)
+_gen = torch.Generator().manual_seed(1_000)
+_ = world_episodes(op_cfg, W["config"]["val_episodes"], op_basis, _gen)        # validation episodes first
+op_test = world_episodes(op_cfg, W["config"]["test_episodes"], op_basis, _gen)
+chosen0 = settings[OP]["chosen"]["0"]
+live_phi, _ = train_world_transfer(op_cfg, op_basis, "query_matching", W["config"]["steps"],
+                                   chosen0["query_matching"]["lr"], seed=0)
+live_pt = {"protonet": world_accuracy(op_test, None)}
+for arm, phi in (("naive", None), ("query_matching", live_phi)):
+    vt, _ = world_transfer(op_test, "learned" if phi is not None else arm, 20, torch.Generator().manual_seed(10_000),
+                           phi)
+    live_pt[arm] = world_accuracy(op_test, vt, chosen0[arm]["shrinkage"])
+vt_naive, v_naive = world_transfer(op_test, "naive", 20, torch.Generator().manual_seed(10_000))
+shrunk = world_accuracy(op_test, 0.01 * vt_naive, chosen0["naive"]["shrinkage"])
+mu_op = op_test["support"].mean(2)
+lv_open = float(np.mean([virtual_loss(virtual_samples(mu_op[e], v_naive[e].view(5, 20, -1)), mu_op[e]).item()
+                         for e in range(100)]))
+for arm, acc in live_pt.items():
+    print(f"live {arm:15s} {100 * acc.mean().item():.2f}%   shipped seed 0: {settings[OP]['per_seed'][arm][0]:.2f}%")
+print(f"naive transfer with deviations scaled by 0.01: {100 * shrunk.mean().item():.2f}% "
+      f"(unscaled {100 * live_pt['naive'].mean().item():.2f}%); L_V with the gate open: {lv_open:.1e}")
+for arm, acc in live_pt.items():
+    assert abs(100 * acc.mean().item() - settings[OP]["per_seed"][arm][0]) < 0.05, arm
+
+# %% [markdown]
+# **Reading the map.** *One L shared by all classes:* the gain of query matching over ProtoNet is 0 at
+# strength 0 (every arm's tuning chose shrinkage 1, i.e. ProtoNet, in every seed), +0.2 ± 0.2 at 1,
+# **+15.3 ± 0.3 at 2.5** and +33.0 ± 0.6 at 4 points: it grows with the nuisance, as predicted
+# (prediction 1 held). Rotated donor deviations and isotropic noise gained nothing at any strength
+# (tuning rejected them: shrinkage 1; noise −0.04 ± 0.12 at 4), so the gain comes from the shared
+# *directions*, not from spread (prediction 2 held). *Each class its own L:* the gain is exactly 0 at
+# every strength and seed, because validation chose shrinkage 1 for every arm; forced to use the
+# transferred covariance (naive transfer, shrinkage 0.4) the validation accuracy at strength 2.5 would
+# have dropped by about 2 points in every seed (prediction 3 held). *Shots:* +15.3 → +12.1 → +6.6
+# points at 1, 2 and 5 shots: the gain shrinks but stays positive; at 5 shots the support's own pooled
+# spread gains +4.9 ± 0.3, and transfer beats it by +1.6 ± 0.1 — within the ±2 points we
+# pre-registered, but still ahead in every seed (prediction 4 held as stated).
+#
+# **What failed.** Prediction 5 (the L_V-trained gate closes and gains nothing here) did not hold: in
+# this world the L_V gate stayed half open (openness 0.40–0.50) and gained +15.1 ± 0.2 at strength 2.5;
+# only at strength 4 did query matching beat it (+4.2 ± 1.3). What we measured about why the collapse
+# has little grip here: L_V with the gate fully open is small (printed in the live cell; below its
+# glyph value at gate 1 in §8b), validation chose the *smallest* learning rate of the grid for the L_V
+# gate (the least training scored best), and the shared Mahalanobis head ignores a uniform scale of
+# the deviations (scaled by 0.01: the same accuracy within 0.2 points), so a gate that shrinks every
+# coordinate alike costs nothing. We have not trained the L_V gate longer. Query matching itself did
+# no better than naive transfer anywhere (its gate saturates open). The learned arms' learning rate
+# sat on the grid's lower edge in most settings (recorded as `lr_on_edge`): a wider grid is left undone.
+
+# %%
+P = points
+assert P["shared"][0.0].mean == 0 and not P["shared"][0.0].excludes_zero            # no nuisance: no gain
+assert P["shared"][1.0].excludes_zero and P["shared"][1.0].mean < 1
+assert P["shared"][2.5].low > 8 and abs(P["shared"][2.5].mean - 15.3) < 0.05       # prediction 1
+assert abs(P["shared"][4.0].mean - 33.0) < 0.05 and P["shared"][4.0].mean > P["shared"][2.5].mean
+means = [P["shared"][v].mean for v in (0.0, 1.0, 2.5, 4.0)]
+assert means == sorted(means)                                                     # grows with the strength
+for name in settings:                                                             # prediction 2
+    for ctrl in ("rotated", "noise"):
+        d, (m, ci) = arm_gain(name, ctrl)
+        assert m - ci <= 0 <= m + ci or m + ci < 0, (name, ctrl)
+for v, p in P["per_class"].items():                                               # prediction 3
+    assert all(x == 0 for x in p.diffs), v
+    assert all(settings[f"per_class/nuisance={v}/shots=1"]["chosen"][s]["query_matching"]["shrinkage"] == 1.0
+               for s in settings[f"per_class/nuisance={v}/shots=1"]["chosen"])
+forced = [val["naive"]["None/0.4"] - val["naive"]["None/1.0"]
+          for val in settings["per_class/nuisance=2.5/shots=1"]["validation"].values()]
+assert all(-0.03 < f < -0.01 for f in forced)                                     # "about 2 points" worse
+shots = [P["shots"][k].mean for k in (1, 2, 5)]
+assert shots == sorted(shots, reverse=True) and P["shots"][5].low > 0              # prediction 4, first half
+sup_d, (m, ci) = arm_gain("shared/nuisance=2.5/shots=5", "query_matching", "support")
+assert abs(m) < 2 and all(x > 0 for x in sup_d) and abs(m - 1.6) < 0.05            # within +-2, ahead every seed
+assert abs(arm_gain("shared/nuisance=2.5/shots=5", "support")[1][0] - 4.9) < 0.05  # support's own spread
+g_open = [o for st in ("shared/nuisance=2.5/shots=1", "shared/nuisance=4.0/shots=1")
+          for o in settings[st]["openness"]["gated"].values()]
+assert 0.4 <= min(g_open) and max(g_open) <= 0.5                                   # prediction 5 failed
+d, (m, ci) = arm_gain("shared/nuisance=2.5/shots=1", "gated")
+assert abs(m - 15.1) < 0.05 and m - ci > 8
+d, (m, ci) = arm_gain("shared/nuisance=4.0/shots=1", "query_matching", "gated")
+assert m - ci > 0 and abs(m - 4.2) < 0.05
+assert lv_open < lv_mean[-1]                                                      # smaller than on glyphs
+assert chosen0["gated"]["lr"] == min(W["config"]["lr_grid"])                      # smallest step chosen
+assert abs(shrunk.mean().item() - live_pt["naive"].mean().item()) < 0.002          # head ignores the scale
+for name in settings:                                                             # query matching ~ naive
+    d, (m, ci) = arm_gain(name, "query_matching", "naive")
+    assert abs(m) < 0.2, name
+
+# %% [markdown]
+# ## 9. Widget, panel B: transferred variations on glyphs
+#
+# Seed-0 models of our driver (shipped as a small checkpoint; see `data/README.md`). Pick a model,
+# a novel target class and a base donor class: the donor's samples, the target's single shot, and for
+# four virtual features the **nearest real images** in a bank of encoded novel-class images (a way to
+# *see* a virtual sample without a decoder). Right: a PCA of the episode's embeddings (support,
+# queries, virtual samples) with the transfer on or off. With the **query-matching** model (open
+# gate) the virtual samples spread around the target's shot; with the **L_V-trained gated** model
+# (closed gate, the lesson of §8b) they sit on it, and "transfer on/off" changes nothing. Batch norm
+# uses batch statistics, so the retrieval bank is encoded in shuffled batches of episode size.
+
+# %%
+PANEL_MODELS = {"query matching (open gate)": "query_matching", "gated, trained by L_V (closed gate)": "gated"}
 novel, base = split["test"], split["train"]
 retrieval_x = shared_nuisance(bank.images[novel].flatten(0, 1), torch.Generator().manual_seed(5), 1.0)
 perm = torch.randperm(len(retrieval_x), generator=torch.Generator().manual_seed(6))
+retrieval_h = {}
 with torch.no_grad():
-    retrieval_h = torch.empty(len(retrieval_x), panel_net.dim)
-    for i in range(0, len(perm), 100):
-        idx = perm[i:i + 100]
-        retrieval_h[idx] = panel_net.model.embed(panel_meta["net"], retrieval_x[idx])
+    for m in PANEL_MODELS.values():
+        retrieval_h[m] = torch.empty(len(retrieval_x), nets[m].dim)
+        for i in range(0, len(perm), 100):
+            idx = perm[i:i + 100]
+            retrieval_h[m][idx] = nets[m].model.embed(ckpt_meta[m]["net"], retrieval_x[idx])
 TARGETS = {f"{bank.chars[c]} ({bank.scripts[c].title()})": c for c in novel[:8]}
 DONORS = {f"{bank.chars[c]} ({bank.scripts[c].title()})": c for c in base[:8]}
 
@@ -505,7 +796,10 @@ DONORS = {f"{bank.chars[c]} ({bank.scripts[c].title()})": c for c in base[:8]}
 FIRST_TARGET, FIRST_DONOR = next(iter(TARGETS)), next(iter(DONORS))
 
 
-def draw_glyph_transfer(target=FIRST_TARGET, donor=FIRST_DONOR, transfer_on=True, strength=1.0, seed=0):
+def draw_glyph_transfer(model="query matching (open gate)", target=FIRST_TARGET, donor=FIRST_DONOR, transfer_on=True,
+                        strength=1.0, seed=0):
+    name = PANEL_MODELS[model]
+    panel_net, panel_meta = nets[name], ckpt_meta[name]
     g = torch.Generator().manual_seed(seed)
     t, d = TARGETS[target], DONORS[donor]
     others = [c for c in novel if c != t][:4]
@@ -522,7 +816,7 @@ def draw_glyph_transfer(target=FIRST_TARGET, donor=FIRST_DONOR, transfer_on=True
         mu = prototype_logits_means(hs, torch.arange(5), 5)
         v_t = gated_transfer(panel_meta["transfer"], mu[:1, None].expand(1, 8, -1), v) if transfer_on else 0 * v
         virt = virtual_samples(mu[:1], v_t)[0]                                         # (8, d)
-    dist = torch.cdist(virt[:4], retrieval_h)
+    dist = torch.cdist(virt[:4], retrieval_h[name])
     nearest = [[retrieval_x[k, 0] for k in dist[r].argsort()[:8].tolist()] for r in range(4)]
     tiles = [list(dx[:, 0]), [sx[0, 0]]] + nearest
     canvas = np.ones((6 * 30, 8 * 30))
@@ -547,13 +841,16 @@ def draw_glyph_transfer(target=FIRST_TARGET, donor=FIRST_DONOR, transfer_on=True
     qy_t = torch.from_numpy(qy)
     acc_proto = (prototype_logits(hs, torch.arange(5), hq, 5).argmax(1) == qy_t).float().mean().item()
     acc_maha = (mahalanobis_logits(hq, mu, transferred_covariance(v_t, 0.5)).argmax(1) == qy_t).float().mean().item()
-    ax.set_title(f"PCA of the episode, transfer {'on' if transfer_on else 'off'}\nquery accuracy: prototype "
+    spread = (v_t.norm(dim=-1).mean() / v.norm(dim=-1).mean()).item()
+    ax.set_title(f"{model}: PCA of the episode, transfer {'on' if transfer_on else 'off'} (|v~|/|v| = {spread:.1e})"
+                 f"\nquery accuracy: prototype "
                  f"{100 * acc_proto:.0f}%, Mahalanobis from the 8 transferred deviations {100 * acc_maha:.0f}%", fontsize=9)
     ax.legend(fontsize=7)
     return fig
 
 
-widgets.interactive(draw_glyph_transfer, target=widgets.dropdown(FIRST_TARGET, list(TARGETS)),
+widgets.interactive(draw_glyph_transfer, model=widgets.dropdown("query matching (open gate)", list(PANEL_MODELS)),
+                    target=widgets.dropdown(FIRST_TARGET, list(TARGETS)),
                     donor=widgets.dropdown(FIRST_DONOR, list(DONORS)), transfer_on=widgets.toggle(True),
                     strength=widgets.slider(1.0, 0.0, 1.5), seed=widgets.slider(0, 0, 20))
 
@@ -563,9 +860,9 @@ widgets.interactive(draw_glyph_transfer, target=widgets.dropdown(FIRST_TARGET, l
 # The patent describes the second use: a face-recognition classifier with one **class vector** w_c
 # per identity (CosFace/ArcFace-style margins). Identities with few images get virtual features
 # ĥ = μ_c + T_φ(v) whose deviations come from well-represented identities, and w_c is trained on
-# the real and the virtual features together. Here the classifier *does* use spread: a class vector
-# trained on a cloud of features is pulled towards where the class's future, differently-posed
-# images will lie, which is exactly what a mean prototype cannot do (§3). A natural baseline is FTL
+# the real and the virtual features together. Such a classifier *can* use spread: a class vector
+# trained on a cloud of features is shaped by the whole cloud, not only its mean, which a mean
+# prototype cannot be (§3); we have not tested whether it helps here. A natural baseline is FTL
 # (Yin et al. 2019), which transfers a shared Gaussian variance prior from regular to
 # under-represented subjects. We do not implement it: it needs a face data set we cannot ship.
 #
@@ -656,15 +953,22 @@ assert result_3
 # * In the 2-D toy with a shared covariance, the Mahalanobis head with a covariance estimated only
 #   from transferred deviations matched the oracle and beat the Euclidean prototype by ≈ 23 points;
 #   without shared covariance the gain disappeared.
-# * On glyphs (3 seeds, 300 paired test episodes) the gated MVT-style learner beat ProtoNet by
-#   +1.8 ± 1.2 points, but a matched-norm feature-noise control gained at least as much, the trained
-#   gate closed (virtual samples collapsed onto the prototypes), and test-time heads added nothing:
-#   at this scale, with our reconstructed losses, we see a regularisation effect, not a demonstrated
-#   benefit of transferring variation.
-# * Training with option P (transfer module also trained through L_Q) did not change the picture
-#   (+2.0 ± 4.3 points over ProtoNet).
+# * Our reconstructed L_V trains the gate to close: the −‖u‖² term cancels in the softmax, what is
+#   left is convex in u, and zero-mean deviations raise its expected value. On glyphs the trained gate
+#   passed ≈ 10⁻⁵ of each deviation. A loss that asks transferred deviations to *explain the real
+#   queries' deviations* (query matching, Gaussian likelihood) cannot close the gate: its gate stayed open.
+# * On glyphs (3 seeds, 300 paired test episodes) the gated learner beat ProtoNet by +1.8 ± 1.2
+#   points, but it is not distinguishable from the control with the gate fixed at 0, from feature
+#   noise or from naive transfer; the open-gate query-matching learner (+2.1 ± 4.7) is not
+#   distinguishable from zero either, and its transferred covariance at test hurt (−2.7 ± 2.0 against
+#   its own plain prototypes). No glyph gain is attributable to transfer at this scale.
+# * In a feature space where one low-rank nuisance is shared by all classes, transfer wins big
+#   (+15 points at strength 2.5, +33 at 4), and the controls (rotated deviations, noise) gain nothing;
+#   with per-class nuisance, no strength, or more shots the gain is zero or shrinks: the premise is
+#   what transfer needs (see the regime map).
 # * Not done here: the pre-trained-encoder mitigation, a stronger nuisance, the statistics-matching
-#   variant on glyphs, and any paper numbers (we have none to compare with).
+#   variant on glyphs, a class-vector head trained on virtual features, a ProtoNet arm that may use the
+#   donor images, and any paper numbers (we have none to compare with).
 #
 # ## References
 # * S.-J. Park, S. Han, J.-W. Baek, I. Kim, J. Song, H. B. Lee, J.-J. Han, S. J. Hwang. Meta Variance

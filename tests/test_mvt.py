@@ -308,17 +308,209 @@ def test_experiment_driver_smoke(tmp_path):
 
     out, ckpt = tmp_path / "mvt.json", tmp_path / "mvt.pt"
     assert driver.main(["--seeds", "0", "1", "--steps", "2", "--lr-grid", "1e-3", "--val-episodes", "2",
-                        "--test-episodes", "3", "--hidden", "8", "--out", str(out), "--checkpoint", str(ckpt)]) == 0
+                        "--test-episodes", "3", "--hidden", "8", "--world-seeds", "0", "1", "--world-steps", "2",
+                        "--world-val-episodes", "3", "--world-test-episodes", "4", "--out", str(out),
+                        "--checkpoint", str(ckpt)]) == 0
     record = json.loads(out.read_text())
     assert set(record["tuning"]["chosen"]) == set(driver.METHODS)
     seed0 = record["scores"]["nuisance"]["0"]
     assert {"protonet/prototype", "gated/prototype", "gated/mahalanobis", "noise/prototype",
-            "naive/prototype"} <= set(seed0)
+            "naive/prototype", "gate_zero/prototype", "query_matching/prototype"} <= set(seed0)
     assert all(len(v) == 3 for v in seed0.values())
     assert set(record["scores"]["no_nuisance"]["1"]) == {"protonet/prototype", "gated/prototype"}
     row = record["summary"]["nuisance"]["gated/prototype"]
     assert len(row["per_seed"]) == 2 and "diff_ci95" in row
+    assert set(record["openness"]) == {"gated", "gated_p", "gate_zero", "query_matching"}
+    assert record["openness"]["gate_zero"]["1"] == 0.0 and len(record["regime"]) == 3
     meta, info = load_checkpoint(ckpt)
-    assert set(meta) == {"protonet", "gated"} and "transfer" in meta["gated"] and info["hidden"] == 8
+    assert set(meta) == {"protonet", "gated", "query_matching"} and "transfer" in meta["gated"] and info["hidden"] == 8
+    # a second run trains one method and reuses the others from the first file
+    out2 = tmp_path / "mvt2.json"
+    assert driver.main(["--seeds", "0", "1", "--steps", "2", "--lr-grid", "1e-3", "--val-episodes", "2",
+                        "--test-episodes", "3", "--hidden", "8", "--world-seeds", "0", "--world-steps", "1",
+                        "--world-val-episodes", "2", "--world-test-episodes", "2", "--methods", "gate_zero",
+                        "--reuse", str(out), "--out", str(out2)]) == 0
+    again = json.loads(out2.read_text())
+    first, second = record["scores"]["nuisance"]["1"], again["scores"]["nuisance"]["1"]
+    assert second["protonet/prototype"] == first["protonet/prototype"]              # reused
+    assert second["gate_zero/prototype"] == first["gate_zero/prototype"]            # retrained: seeded, identical
+    with pytest.raises(ValueError, match="reuse needs identical settings"):
+        driver.main(["--seeds", "0", "--steps", "3", "--hidden", "8", "--val-episodes", "2", "--test-episodes", "3",
+                     "--lr-grid", "1e-3", "--methods", "gate_zero", "--reuse", str(out), "--dry-run"])
+    with pytest.raises(SystemExit):
+        driver.main(["--methods", "gate_zero", "--dry-run"])
     with pytest.raises(ValueError, match="method must be one of"):
         driver.make_learner("maml")
+
+
+# ---------------------------------------------------------------------------------------------
+# the collapse of the gate under L_V, the gate_zero control and the query-matching objective
+# ---------------------------------------------------------------------------------------------
+def _mu_u(n=4, m=3, d=5, seed=0):
+    g = _gen(seed)
+    return torch.randn(n, d, generator=g, dtype=D) * 2, torch.randn(n, m, d, generator=g, dtype=D)
+
+
+def test_virtual_logit_terms_sum_to_the_logits_and_the_norm_term_cancels():
+    mu, u = _mu_u()
+    sep, lin, norm = mvt.virtual_logit_terms(mu, u)
+    full = -torch.cdist((mu[:, None] + u).flatten(0, 1), mu).pow(2).view(4, 3, 4)
+    assert torch.allclose(sep + lin + norm, full, atol=1e-10)
+    # -||u||^2 is the same for every class c': the softmax (hence L_V) does not see it
+    assert torch.allclose(torch.log_softmax(sep + lin + norm, -1), torch.log_softmax(sep + lin, -1), atol=1e-12)
+    assert torch.allclose(norm.expand_as(lin)[..., 0], norm.expand_as(lin)[..., 3])
+
+
+def test_virtual_loss_at_gate_reduces_to_the_separation_term_and_to_naive():
+    mu, v = _mu_u(seed=1)
+    sep = -torch.cdist(mu, mu).pow(2)                                         # (N, N)
+    ref = torch.nn.functional.cross_entropy(sep, torch.arange(4))
+    assert torch.allclose(mvt.virtual_loss_at_gate(mu, v, 0.0), ref, atol=1e-12)
+    assert torch.allclose(mvt.virtual_loss_at_gate(mu, v, 1.0), virtual_loss(virtual_samples(mu, v), mu))
+
+
+def test_expected_virtual_loss_grows_when_zero_mean_deviations_are_passed():
+    """Jensen: L_V is convex in u, so +v and -v together score no better than u = 0."""
+    mu, v = _mu_u(seed=2)
+    for g in (0.25, 0.5, 1.0):
+        both = 0.5 * (mvt.virtual_loss_at_gate(mu, v, g) + mvt.virtual_loss_at_gate(mu, -v, g))
+        assert both >= mvt.virtual_loss_at_gate(mu, v, 0.0)
+
+
+def test_query_matching_loss_is_a_gaussian_nll_minimised_at_the_query_variance_and_unbounded_at_zero():
+    g = _gen(3)
+    r = torch.randn(40, 1, generator=g, dtype=D) * 1.7
+    v = torch.randn(10, 1, generator=g, dtype=D)
+    # reduction: one dimension, a zero-mean Gaussian whose variance is the mean square of v~ (eps = 0)
+    var = v.pow(2).mean()
+    nll = -torch.distributions.Normal(0.0, var.sqrt()).log_prob(r).mean() - 0.5 * torch.log(torch.tensor(2 * torch.pi,
+                                                                                                          dtype=D))
+    assert torch.allclose(mvt.query_matching_loss(v, r, eps=0.0), nll)
+    # minimiser: the scale s of v~ = s v with s^2 mean(v^2) = mean(r^2) has zero derivative
+    s = (r.pow(2).mean() / v.pow(2).mean()).sqrt().requires_grad_()
+    (grad,) = torch.autograd.grad(mvt.query_matching_loss(s * v, r, eps=0.0), [s])
+    assert abs(grad.item()) < 1e-9
+    # closing the gate is the worst answer: the loss grows without bound as the variance goes to 0
+    losses = [mvt.query_matching_loss(c * v, r, eps=0.0).item() for c in (1.0, 1e-2, 1e-4, 1e-6)]
+    assert losses == sorted(losses) and losses[-1] > 1e10
+    with pytest.raises(ValueError, match="dim"):
+        mvt.query_matching_loss(v, torch.zeros(3, 2, dtype=D))
+
+
+def test_gate_openness_is_one_for_naive_and_zero_for_gate_zero():
+    learner, meta, ep = _mlp_setup("gate_zero")
+    hs, _ = learner._embed(meta, ep)
+    mu = mvt.prototype_logits_means(hs, ep.support_y, 5)
+    vv = learner._picked(meta, ep, mu, 4)[0]
+    assert mvt.gate_openness(learner.transferred(meta, ep, mu, 4), vv) == 0.0
+    assert mvt.gate_openness(naive_transfer(vv), vv) == pytest.approx(1.0)
+    assert learner.openness(meta, [ep]) == 0.0
+
+
+def test_gate_zero_is_protonet_plus_the_separation_term():
+    learner, meta, ep = _mlp_setup("gate_zero", lambda_v=0.7)
+    loss, _ = learner.task_loss(meta, ep)
+    ref, _ = ProtoNet(learner.model).task_loss(meta, ep)
+    hs, _ = learner._embed(meta, ep)
+    mu = mvt.prototype_logits_means(hs, ep.support_y, 5)
+    sep = mvt.virtual_loss_at_gate(mu, torch.zeros(5, learner.config.virtual, mu.shape[1], dtype=D), 0.0)
+    assert torch.allclose(loss, ref + 0.7 * sep)
+
+
+def test_query_matching_stops_each_gradient_where_it_should():
+    learner, meta, ep = _mlp_setup("query_matching", lambda_v=0.5, lambda_m=1.0)
+    phi, theta = list(meta["transfer"].values()), [t for t in meta["net"].values()] if isinstance(
+        meta["net"], dict) else list(meta["net"])
+    # L_V alone (lambda_M = 0): nothing reaches phi
+    learner.config.lambda_m = 0.0
+    loss, _ = learner.task_loss(meta, ep)
+    assert all(g is None for g in torch.autograd.grad(loss, phi, allow_unused=True))
+    # the matching loss alone (lambda_V = 0): theta gets exactly ProtoNet's gradient, phi gets one
+    learner.config.lambda_m, learner.config.lambda_v = 1.0, 0.0
+    loss, _ = learner.task_loss(meta, ep)
+    ref, _ = ProtoNet(learner.model).task_loss(meta, ep)
+    for a, b in zip(torch.autograd.grad(loss, theta), torch.autograd.grad(ref, theta)):
+        assert torch.allclose(a, b, atol=1e-12)
+    gphi = torch.autograd.grad(loss, phi, allow_unused=True)
+    assert gphi[meta_keys(meta).index("w2")] is not None and gphi[meta_keys(meta).index("w2")].abs().sum() > 0
+
+
+def test_mvt_config_rejects_a_negative_matching_weight():
+    with pytest.raises(ValueError, match="lambda_m"):
+        MVTConfig(lambda_m=-1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# the feature-space world of the regime map
+# ---------------------------------------------------------------------------------------------
+def test_world_basis_is_orthonormal_and_shared_or_not():
+    cfg = mvt.WorldConfig(dim=8, rank=2, ways=3, queries=4, donors=3, donor_samples=5)
+    b = mvt.world_basis(cfg, 0)
+    assert torch.allclose(b.T @ b, torch.eye(2), atol=1e-5)
+    data = mvt.world_episodes(cfg, 6, b, _gen(0))
+    assert data["support"].shape == (6, 3, 1, 8) and data["query"].shape == (6, 3, 4, 8)
+    assert data["donor"].shape == (6, 3, 5, 8)
+    # no isotropic noise: every deviation of a class lies in the shared span
+    quiet = mvt.WorldConfig(dim=8, rank=2, ways=3, queries=4, donors=3, donor_samples=5, noise=0.0)
+    d = mvt.world_episodes(quiet, 4, b, _gen(1))["donor"]
+    dev = (d - d.mean(2, keepdim=True)).reshape(-1, 8)
+    assert torch.allclose(dev - dev @ b @ b.T, torch.zeros_like(dev), atol=1e-4)
+    own = mvt.world_episodes(mvt.WorldConfig(**{**quiet.__dict__, "shared": False}), 4, b, _gen(1))["donor"]
+    dev = (own - own.mean(2, keepdim=True)).reshape(-1, 8)
+    assert (dev - dev @ b @ b.T).abs().max() > 0.1
+
+
+def test_world_rotated_keeps_the_spectrum_and_noise_the_norm():
+    cfg = mvt.WorldConfig(dim=6, rank=2, donors=4, donor_samples=6)
+    data = mvt.world_episodes(cfg, 3, mvt.world_basis(cfg, 0), _gen(2))
+    rot, v = mvt.world_transfer(data, "rotated", 7, _gen(3))
+    naive, v2 = mvt.world_transfer(data, "naive", 7, _gen(3))
+    assert torch.equal(v, v2) and torch.equal(naive, v)
+    ev = lambda x: torch.linalg.eigvalsh(x.transpose(1, 2) @ x)  # noqa: E731
+    assert torch.allclose(ev(rot), ev(v), rtol=1e-4, atol=1e-4)
+    noise, v3 = mvt.world_transfer(data, "noise", 7, _gen(3))
+    assert torch.allclose(noise.norm(dim=-1), v3.norm(dim=-1), rtol=1e-5)
+    with pytest.raises(ValueError, match="shots >= 2"):
+        mvt.world_transfer(data, "support", 7, _gen(3))
+    with pytest.raises(ValueError, match="world transfer"):
+        mvt.world_transfer(data, "gated", 7, _gen(3))
+
+
+def test_world_shrinkage_one_is_euclidean_and_shared_directions_help():
+    cfg = mvt.WorldConfig()
+    data = mvt.world_episodes(cfg, 200, mvt.world_basis(cfg, 0), _gen(4))
+    euclid = mvt.world_accuracy(data, None)
+    vt, _ = mvt.world_transfer(data, "naive", 20, _gen(5))
+    assert (mvt.world_accuracy(data, vt, 1.0) - euclid).abs().mean() < 0.002
+    assert (mvt.world_accuracy(data, vt, 0.4) - euclid).mean() > 0.05     # measured about +15 points
+
+
+def test_world_training_opens_the_query_matching_gate():
+    cfg = mvt.WorldConfig(dim=8, rank=2, donors=4, donor_samples=5, queries=5)
+    b = mvt.world_basis(cfg, 0)
+    phi, losses = mvt.train_world_transfer(cfg, b, "query_matching", steps=30, lr=3e-2, seed=0, batch=4, virtual=5)
+    data = mvt.world_episodes(cfg, 20, b, _gen(6))
+    vt, v = mvt.world_transfer(data, "learned", 5, _gen(7), phi)
+    assert mvt.gate_openness(vt, v) > 0.5 and losses[-1] < losses[0]
+    with pytest.raises(ValueError, match="objective"):
+        mvt.world_objective("maml", phi, data, 5, _gen(0))
+    with pytest.raises(ValueError, match="rank"):
+        mvt.WorldConfig(dim=2, rank=3)
+
+
+def test_world_driver_smoke(tmp_path):
+    import json
+
+    from tutor.experiments import mvt_world
+    from tutor.experiments.regime import summarise_regime
+
+    out = tmp_path / "w.json"
+    assert mvt_world.main(["--seeds", "0", "1", "--steps", "2", "--lr-grid", "1e-2", "--val-episodes", "3",
+                           "--test-episodes", "4", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert len(record["regime"]) == 3
+    for m in record["regime"]:
+        assert all(p.n_seeds == 2 for p in summarise_regime(m))
+    setting = record["world"]["settings"]["shared/nuisance=2.5/shots=5"]
+    assert set(setting["per_seed"]) == {"protonet", "naive", "rotated", "noise", "query_matching", "gated", "support"}
+    assert set(setting["openness"]) == {"query_matching", "gated"}

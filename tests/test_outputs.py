@@ -13,7 +13,7 @@ from tutor.outputs import atomic_write_json, check_output_path, resolve_output
 from tutor.train import load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-DRIVERS = ["amtfl", "bayesian_taml", "cts_glyphs", "hyperdistill", "meta_dropout", "mvt", "seq_reptile"]
+DRIVERS = ["amtfl", "bayesian_taml", "cts_glyphs", "hyperdistill", "meta_dropout", "mvt", "mvt_world", "seq_reptile"]
 
 
 def digest_tree(folder: Path) -> dict:

@@ -14,13 +14,33 @@ Methods, each trained from scratch with the core's ``meta_train`` (Conv4 embeddi
 number of episodes): ``protonet`` (the core's ProtoNet); ``gated`` (MVT-style gated transfer,
 option Q: virtual samples act as pseudo-queries through L_V, prototypes stay means); ``gated_p``
 (the same with option P in training: prototypes averaged with the virtual samples, so the transfer
-module also gets gradients through L_Q); ``noise``
+module also gets gradients through L_Q); ``gate_zero`` (the control: the gate fixed at 0, i.e. ProtoNet
+plus the separation term that L_V becomes when nothing is transferred); ``query_matching`` (our
+non-collapsing objective: L_V trains the embedding with the gate's gradient stopped, and the gate is
+trained only by the Gaussian likelihood of the real queries' deviations under the transferred ones,
+``tutor.papers.mvt.query_matching_loss``); ``noise``
 (the same losses with isotropic feature noise of matched norm); ``naive`` (raw donor deviations).
 Test heads: plain prototypes for every method (primary), and for ``protonet`` and the gated models also
 option P at test ("augmented", the caveat) and the shared Mahalanobis head from transferred
 variation.  Tuning: every method's Adam learning rate from the same grid, on validation episodes
 (validation classes, never scored), seed 0; the seed-0 run at the chosen rate is reused.  Sanity
-check: ``protonet`` and ``gated`` retrained with the nuisance switched off.
+check: ``protonet`` and ``gated`` retrained with the nuisance switched off.  Gate openness
+(``|v~| / |v|``, ``MVT.openness``) is recorded for every transfer model trained in the run.
+
+``--methods`` trains a subset and ``--reuse FILE`` copies the other methods' tuning and scores from
+an earlier results file with the same settings (training and test episodes are seeded, so a rerun
+reproduces them; the record names the file).  The regime map comes from the feature-space world of
+``tutor.experiments.mvt_world`` (its docstring holds the pre-registered predictions).
+
+Asymmetry we keep (stated in the notebook): the transfer arms embed 4 x 5 donor images per episode
+that ProtoNet never sees; they are base-class images that ProtoNet's own training episodes draw from
+too, but not in the same episode.
+
+PRE-REGISTERED PREDICTION for the two new glyph arms (written before their run): the gate of
+``query_matching`` stays open (openness > 0.5); if its gain over ProtoNet is not distinguishable from
+``gate_zero``'s, the glyph gain is not attributable to transfer.  Glyph nuisances (rotation, shear,
+dilation) are not additive in pixel space nor, for a 300-step Conv4, in feature space, so we expect
+no clear gain from transfer on glyphs at this budget (interval containing 0).
 """
 
 from __future__ import annotations
@@ -39,13 +59,15 @@ from tutor.meta import ProtoNet
 from tutor.nets import Conv4
 from tutor.outputs import add_output_arguments, atomic_write_json, dry_run_report, resolve_output
 from tutor.papers.mvt import MVT, MVTConfig, mvt_samplers
-from tutor.train import EvalResult, compare, evaluate, mean_ci, meta_train, save_checkpoint
+from tutor.train import EvalResult, compare, evaluate, load_checkpoint, mean_ci, meta_train, save_checkpoint
 from tutor.validation import cli_float, cli_int
 
 __all__ = ["Setup", "make_setup", "make_learner", "train_method", "score_heads", "METHODS", "LR_GRID", "main"]
 
-METHODS = ("protonet", "gated", "gated_p", "noise", "naive")
+METHODS = ("protonet", "gated", "gated_p", "noise", "naive", "gate_zero", "query_matching")
+CHECKPOINTED = ("protonet", "gated", "query_matching")
 LR_GRID = (3e-3, 1e-2, 3e-2)
+WORLD_LR_GRID = (3e-3, 1e-2, 3e-2)
 
 
 @dataclass
@@ -59,9 +81,10 @@ class Setup:
 
 
 def make_setup(strength: float = 1.0, val_episodes: int = 100, test_episodes: int = 300,
-               split_seed: int = 0) -> Setup:
-    """Base / validation / novel glyph classes, nuisance ``strength``, fixed val and test episodes."""
-    bank = load_glyphs()
+               split_seed: int = 0, bank=None) -> Setup:
+    """Base / validation / novel glyph classes, nuisance ``strength``, fixed val and test episodes
+    (``bank``: an already loaded glyph bank, so a notebook holds one copy)."""
+    bank = bank if bank is not None else load_glyphs()
     split = bank.split((0.6, 0.2, 0.2), seed=split_seed)
     train, val = mvt_samplers(bank.images, split["train"], split["val"], strength=strength)
     _, test = mvt_samplers(bank.images, split["train"], split["test"], strength=strength)
@@ -78,6 +101,8 @@ def make_learner(method: str, hidden: int = 32):
         return ProtoNet(net)
     if method == "gated_p":                     # option P in training: phi also gets gradients through L_Q
         return MVT(net, MVTConfig(transfer="gated", option="P"))
+    if method == "gate_zero":                   # the control: ProtoNet + the L_V separation term
+        return MVT(net, MVTConfig(transfer="gate_zero"))
     return MVT(net, MVTConfig(transfer=method))
 
 
@@ -110,6 +135,25 @@ def score_heads(learner, meta, episodes, heads=("prototype",)) -> dict:
     return out
 
 
+def _reused(path, args) -> dict:
+    """The earlier results file of ``--reuse``, checked to have the same settings and seeds."""
+    import json
+
+    with open(path) as f:
+        old = json.load(f)
+    cfg = old.get("config", {})
+    for key in ("steps", "hidden", "val_episodes", "test_episodes"):
+        if cfg.get(key) != getattr(args, key):
+            raise ValueError(f"--reuse {path}: its {key} is {cfg.get(key)!r}, this run's is {getattr(args, key)!r}; "
+                             "reuse needs identical settings")
+    if sorted(old["tuning"]["grid"]) != sorted(args.lr_grid):
+        raise ValueError(f"--reuse {path}: its learning-rate grid {old['tuning']['grid']} differs from --lr-grid")
+    missing = [s for s in args.seeds if str(s) not in old["scores"]["nuisance"]]
+    if missing:
+        raise ValueError(f"--reuse {path} has no scores for seeds {missing}")
+    return old
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=cli_int(0), nargs="+", default=[0, 1, 2])
@@ -118,17 +162,36 @@ def main(argv=None) -> int:
     p.add_argument("--val-episodes", type=cli_int(1), default=100)
     p.add_argument("--test-episodes", type=cli_int(2), default=300)
     p.add_argument("--hidden", type=cli_int(1), default=32)
+    p.add_argument("--methods", nargs="*", choices=METHODS, default=list(METHODS),
+                   help="glyph methods to train (the others come from --reuse; none: only the regime map is rerun)")
+    p.add_argument("--reuse", default=None, help="earlier results file (same settings) for the methods not trained")
+    p.add_argument("--world-seeds", type=cli_int(0), nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--world-steps", type=cli_int(1), default=100)
+    p.add_argument("--world-lr-grid", type=cli_float(0, strict=True), nargs="+", default=list(WORLD_LR_GRID))
+    p.add_argument("--world-val-episodes", type=cli_int(1), default=200)
+    p.add_argument("--world-test-episodes", type=cli_int(1), default=500)
     add_output_arguments(p, "mvt.json")
-    p.add_argument("--checkpoint", default=None, help="save the seed-0 protonet and gated models here "
-                   "(an existing file is refused unless --overwrite)")
+    p.add_argument("--checkpoint", default=None, help="save the seed-0 protonet, gated and query_matching "
+                   "models here (an existing file is refused unless --overwrite; with --reuse, models not trained "
+                   "are kept from it)")
     args = p.parse_args(argv)
     out = resolve_output(args.out, "mvt.json", overwrite=args.overwrite)             # checked before any work
     if args.checkpoint is not None:
         resolve_output(args.checkpoint, "mvt.pt", overwrite=args.overwrite, setting="--checkpoint")
+    methods = [m for m in METHODS if m in args.methods]
+    if args.reuse is None and len(methods) < len(METHODS):
+        p.error(f"--methods without --reuse: the methods {sorted(set(METHODS) - set(methods))} would have no scores")
+    if "protonet" not in methods and args.reuse is None:
+        p.error("protonet is the baseline: train it or --reuse its scores")
+    old = _reused(args.reuse, args) if args.reuse is not None else None
     if args.dry_run:
         return dry_run_report(args, *([out] if args.checkpoint is None else [out, args.checkpoint]))
     torch.set_num_threads(1)
     start = time.perf_counter()
+    from tutor.experiments.mvt_world import run_world
+
+    world = run_world(args.world_seeds, args.world_steps, args.world_lr_grid, val_episodes=args.world_val_episodes,
+                      test_episodes=args.world_test_episodes)
     on, off = make_setup(1.0, args.val_episodes, args.test_episodes), None
     trained = {}
 
@@ -141,6 +204,9 @@ def main(argv=None) -> int:
     # tuning: same grid for every method, validation classes, seed 0
     validation, chosen = {}, {}
     for method in METHODS:
+        if method not in methods:
+            validation[method], chosen[method] = old["tuning"]["validation"][method], old["tuning"]["chosen"][method]
+            continue
         validation[method] = {}
         for lr in args.lr_grid:
             learner, meta, _ = get(method, lr, args.seeds[0], on)
@@ -151,20 +217,33 @@ def main(argv=None) -> int:
     on_edge = {m: len(grid) > 1 and chosen[m] in (grid[0], grid[-1]) for m in METHODS}
 
     all_heads = ("prototype", "augmented", "mahalanobis")
-    heads_of = {"protonet": all_heads, "gated": all_heads, "gated_p": all_heads, "noise": ("prototype",),
-                "naive": ("prototype",)}
+    heads_of = {"protonet": all_heads, "gated": all_heads, "gated_p": all_heads, "gate_zero": all_heads,
+                "query_matching": all_heads, "noise": ("prototype",), "naive": ("prototype",)}
     scores = {}           # scores[setting][seed][method/head] = per-episode accuracies
     histories = {}
+    openness = {m: v for m, v in (old or {}).get("openness", {}).items() if m not in methods}
     for seed in args.seeds:
+        row = scores.setdefault("nuisance", {}).setdefault(str(seed), {})
         for method in METHODS:
+            if method not in methods:
+                row.update({k: v for k, v in old["scores"]["nuisance"][str(seed)].items() if k.split("/")[0] == method})
+                histories.setdefault(method, {})[seed] = old["train_loss"][method][str(seed)]
+                continue
             learner, meta, hist = get(method, chosen[method], seed, on)
-            histories.setdefault(method, {})[seed] = hist.loss
+            histories.setdefault(method, {})[seed] = hist.loss[::10]
             for head, r in score_heads(learner, meta, on.test_episodes, heads_of[method]).items():
-                scores.setdefault("nuisance", {}).setdefault(str(seed), {})[f"{method}/{head}"] = r.scores
-            if args.checkpoint and seed == args.seeds[0] and method in ("protonet", "gated"):
+                row[f"{method}/{head}"] = r.scores
+            if isinstance(learner, MVT) and method in ("gated", "gated_p", "gate_zero", "query_matching"):
+                openness.setdefault(method, {})[str(seed)] = learner.openness(meta, on.test_episodes[:20])
+            if args.checkpoint and seed == args.seeds[0] and method in CHECKPOINTED:
                 trained[("ckpt", method)] = meta
-        off = off or make_setup(0.0, args.val_episodes, args.test_episodes)
         for method in ("protonet", "gated"):
+            if method not in methods:
+                if "no_nuisance" in old["scores"]:
+                    scores.setdefault("no_nuisance", {}).setdefault(str(seed), {})[f"{method}/prototype"] = \
+                        old["scores"]["no_nuisance"][str(seed)][f"{method}/prototype"]
+                continue
+            off = off or make_setup(0.0, args.val_episodes, args.test_episodes)
             learner, meta, _ = get(method, chosen[method], seed, off)
             r = score_heads(learner, meta, off.test_episodes)["prototype"]
             scores.setdefault("no_nuisance", {}).setdefault(str(seed), {})[f"{method}/prototype"] = r.scores
@@ -174,22 +253,33 @@ def main(argv=None) -> int:
     for setting, table in summary.items():
         for name, row in table.items():
             print(setting, name, row)
-    if args.checkpoint:
-        models = {m: trained[("ckpt", m)] for m in ("protonet", "gated")}
+    command = "python -m tutor.experiments.mvt " + " ".join(argv or sys.argv[1:])
+    if args.checkpoint and any(("ckpt", m) in trained for m in CHECKPOINTED):
+        from pathlib import Path
+
+        models = {m: trained[("ckpt", m)] for m in CHECKPOINTED if ("ckpt", m) in trained}
+        if old is not None and Path(args.checkpoint).is_file():
+            kept, _ = load_checkpoint(args.checkpoint)
+            models = {**{m: v for m, v in kept.items() if m not in models}, **models}
         save_checkpoint(args.checkpoint, models, overwrite=args.overwrite, info=
-                        {"command": "python -m tutor.experiments.mvt " + " ".join(argv or sys.argv[1:]),
-                         "date": datetime.date.today().isoformat(), "torch": str(torch.__version__),
+                        {"command": command, "date": datetime.date.today().isoformat(), "torch": str(torch.__version__),
                          "hidden": args.hidden, "seed": args.seeds[0], "lr": {m: chosen[m] for m in models}})
-    record = {"command": "python -m tutor.experiments.mvt " + " ".join(argv or sys.argv[1:]),
+    record = {"command": command,
               "date": datetime.date.today().isoformat(), "torch": str(torch.__version__),
               "seconds": round(time.perf_counter() - start, 1),
               "config": {"steps": args.steps, "meta_batch": 2, "hidden": args.hidden, "ways": 5, "shots": 1,
-                         "donors": 4, "donor_shots": 5, "virtual": 5, "lambda_v": 0.5, "option": "Q",
+                         "donors": 4, "donor_shots": 5, "virtual": 5, "lambda_v": 0.5, "lambda_m": 1.0, "option": "Q",
                          "test_virtual": 20, "shrinkage": 0.5, "val_episodes": args.val_episodes,
                          "test_episodes": args.test_episodes},
+              "trained_here": methods,
+              "reused_from": None if old is None else {"file": args.reuse, "command": old["command"],
+                                                      "date": old["date"], "methods": [m for m in METHODS
+                                                                                       if m not in methods],
+                                                      "earlier": old.get("reused_from")},
               "tuning": {"grid": grid, "validation": validation, "chosen": chosen, "on_edge": on_edge},
-              "scores": scores, "summary": summary,
-              "train_loss": {m: {str(s): h[::10] for s, h in v.items()} for m, v in histories.items()}}
+              "openness": openness, "scores": scores, "summary": summary,
+              "train_loss": {m: {str(s): list(h) for s, h in v.items()} for m, v in histories.items()},
+              "regime": world["regime"], "world": world["world"]}
     atomic_write_json(out, record, indent=1)
     print("wrote", out)
     return 0

@@ -43,6 +43,20 @@ at meta-training *and* at meta-test) with M_d images each, mu_d and sigma_d thei
   noise, drawn per image from the episode's own seed (every method sees identical test images).
                                                                         -> shared_nuisance, NuisanceEpisodes
 
+* **Why the gate closes under L_V** (ours, issue 18): with ``u = g * v`` the pseudo-query logit is
+  ``-||Delta||^2 - 2 Delta.u - ||u||^2``; the last term is the same for every class and cancels in the
+  softmax, so L_V is convex in u and zero-mean deviations raise its expectation: under option Q the
+  gate is trained to close.                                  -> virtual_logit_terms, virtual_loss_at_gate,
+                                                                gate_openness, MVT.openness
+  The control ``transfer="gate_zero"`` (gate fixed at 0) is ProtoNet plus the separation term L_V
+  becomes.  Our non-collapsing objective ``transfer="query_matching"``: L_V trains the embedding with
+  the gate's gradient stopped, and the gate is trained only to make the transferred deviations explain
+  the real queries' deviations ``h_q - mu_c`` (Gaussian likelihood; a closed gate has unbounded loss).
+                                                                        -> query_matching_loss
+* **A feature-space world** where the premise holds exactly, ``h = mu_c + L n + sigma eps`` with one
+  low-rank L shared by all classes (or one per class): the regime map's ground.
+                             -> WorldConfig, world_episodes, world_transfer, world_accuracy, train_world_transfer
+
 Deliberate simplifications (all ours): the transfer network is a one-hidden-layer MLP; each virtual
 sample uses one donor deviation picked at random (donor class and sample uniform); the gate's last
 layer starts at zero (gates 0.5); donors are embedded in their own batch (batch norm statistics of
@@ -65,11 +79,14 @@ from tutor.validation import as_float, check_episode, check_inputs
 
 __all__ = ["MVTConfig", "TRANSFERS", "HEADS", "donor_deviations", "naive_transfer", "gated_transfer", "gate",
            "stats_transfer", "matched_noise", "pick_deviations", "virtual_samples",
-           "augmented_prototype_logits", "virtual_loss", "class_spread", "transferred_covariance",
+           "augmented_prototype_logits", "virtual_loss", "virtual_logit_terms", "virtual_loss_at_gate",
+           "query_matching_loss", "gate_openness", "class_spread", "transferred_covariance",
            "mahalanobis_logits", "diagonal_logits", "transfer_init", "MVT", "shared_nuisance",
-           "NuisanceEpisodes", "mvt_samplers", "ToyConfig", "toy_episodes", "toy_transfer", "toy_accuracies"]
+           "NuisanceEpisodes", "mvt_samplers", "ToyConfig", "toy_episodes", "toy_transfer", "toy_accuracies",
+           "WORLD_TRANSFERS", "WORLD_OBJECTIVES", "WorldConfig", "world_basis", "world_episodes", "world_deviations",
+           "world_transfer", "world_accuracy", "world_objective", "train_world_transfer"]
 
-TRANSFERS = ("gated", "naive", "stats", "noise")
+TRANSFERS = ("gated", "naive", "stats", "noise", "gate_zero", "query_matching")
 HEADS = ("prototype", "augmented", "mahalanobis", "diagonal")
 
 
@@ -93,7 +110,9 @@ class MVTConfig:
     """Settings of the MVT-style learner (defaults: notes §6.2, sized for a 2-core CPU)."""
 
     transfer: str = "gated"
-    """How a donor deviation becomes a target deviation: one of :data:`TRANSFERS`."""
+    """How a donor deviation becomes a target deviation: one of :data:`TRANSFERS`.  ``"gate_zero"`` is the
+    gated transfer with the gate fixed at 0 (ProtoNet plus the L_V separation term: the control);
+    ``"query_matching"`` is the gated transfer trained by :func:`query_matching_loss` instead of L_V."""
     virtual: int = 5
     """M, virtual samples per target class and episode."""
     lambda_v: float = 0.5
@@ -109,6 +128,8 @@ class MVTConfig:
     """Virtual samples per class used by the test-time heads."""
     shrinkage: float = 0.5
     """Weight of the scaled identity in the transferred covariance (0 = raw estimate)."""
+    lambda_m: float = 1.0
+    """Weight of the query-matching loss (``transfer="query_matching"`` only)."""
 
     def __post_init__(self):
         if self.transfer not in TRANSFERS:
@@ -122,6 +143,7 @@ class MVTConfig:
             if not isinstance(v, int) or v < 0 or (name == "hidden" and v < 1):
                 raise ValueError(f"{name} must be a non-negative integer (hidden >= 1), got {v!r}")
         self.lambda_v = as_float(self.lambda_v, "lambda_v (the weight of the virtual-sample loss)", 0.0)
+        self.lambda_m = as_float(self.lambda_m, "lambda_m (the weight of the query-matching loss)", 0.0)
         _check_test_virtual(self.head, self.test_virtual)
         self.shrinkage = as_float(self.shrinkage, "shrinkage", 0.0)
         if not 0.0 <= self.shrinkage <= 1.0:
@@ -225,6 +247,51 @@ def virtual_loss(h_virtual: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, torch.arange(n, device=mu.device).repeat_interleave(m))
 
 
+# --------------------------------------------------------------------------------------------
+# why the gate collapses under L_V, and an objective that cannot collapse
+# --------------------------------------------------------------------------------------------
+def virtual_logit_terms(mu: torch.Tensor, u: torch.Tensor):
+    """The pseudo-query logit of ``h^ = mu_c + u`` for class c', split into its three terms.
+
+    ``-||mu_c + u - mu_c'||^2 = -||Delta||^2 - 2 Delta . u - ||u||^2`` with ``Delta = mu_c - mu_c'``.
+    ``mu (N, d)``, ``u (N, M, d)`` -> ``separation (N, 1, N)``, ``linear (N, M, N)``, ``norm (N, M, 1)``;
+    their sum is the logit matrix of :func:`virtual_loss`.  The ``norm`` term is the same for every
+    class c', so it cancels in the softmax: what L_V sees of u is a log-sum-exp of functions *linear*
+    in u, i.e. convex in u, and by Jensen zero-mean deviations can only raise its expectation."""
+    delta = mu[:, None, :] - mu[None, :, :]                                   # (N, N', d): Delta_{c c'}
+    separation = -delta.pow(2).sum(-1)[:, None, :]
+    linear = -2 * torch.einsum("cnd,cmd->cmn", delta, u)
+    norm = -u.pow(2).sum(-1, keepdim=True)
+    return separation, linear, norm
+
+
+def virtual_loss_at_gate(mu: torch.Tensor, v: torch.Tensor, g) -> torch.Tensor:
+    """L_V with the gate *fixed* at ``g`` (a number or a tensor broadcastable to ``v``): the transferred
+    deviations are ``g * v``.  ``mu (N, d)``, ``v (N, M, d)``.  ``g = 0`` gives the separation term
+    ``-log softmax(-||mu_c - mu_c'||^2)[c]`` alone (the ``gate_zero`` control's extra loss)."""
+    return virtual_loss(virtual_samples(mu, g * v), mu)
+
+
+def query_matching_loss(v_tilde: torch.Tensor, query_dev: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Gaussian likelihood of the real queries' deviations under the transferred ones (our objective).
+
+    ``var_j = mean(v~_j^2) + eps`` over all transferred deviations ``v_tilde (..., d)`` (a zero-mean
+    diagonal Gaussian shared by the episode's classes); ``query_dev (Q, d)`` are ``h_q - mu_{y_q}``.
+    Returns the mean over queries of ``0.5 sum_j (r_j^2 / var_j + log var_j)`` (the NLL up to a constant).
+    For fixed ``r`` it is minimised at ``var_j = mean_q r_j^2`` and grows without bound as the transferred
+    variance goes to zero (``r != 0``): closing the gate is the *worst* answer, unlike under L_V."""
+    d = v_tilde.shape[-1]
+    if query_dev.shape[-1] != d:
+        raise ValueError(f"query deviations have dim {query_dev.shape[-1]}, transferred deviations {d}")
+    var = v_tilde.reshape(-1, d).pow(2).mean(0) + eps
+    return 0.5 * (query_dev.reshape(-1, d).pow(2) / var + var.log()).sum(-1).mean()
+
+
+def gate_openness(v_tilde: torch.Tensor, v: torch.Tensor) -> float:
+    """``mean |v~| / mean |v|`` (norms over the last dim): 0 = closed gate, 1 = naive transfer."""
+    return (v_tilde.norm(dim=-1).mean() / v.norm(dim=-1).mean().clamp_min(1e-12)).item()
+
+
 def class_spread(emb: torch.Tensor, y: torch.Tensor, ways: int, eps: float = 1e-5) -> torch.Tensor:
     """Per-class variance ``(ways, d)`` of labelled embeddings; needs at least 2 examples per class."""
     counts = torch.bincount(y, minlength=ways)
@@ -300,27 +367,48 @@ class MVT(MetaLearner):
         h = self.model.embed(meta["net"], dx.flatten(0, 1)).view(dx.shape[0], dx.shape[1], -1)
         return donor_deviations(h)
 
-    def transferred(self, meta, episode, mu, m: int) -> torch.Tensor:
-        """Transferred deviations ``v~ (N, m, d)`` for the targets' means ``mu (N, d)``."""
+    def _picked(self, meta, episode, mu, m: int):
+        """Donor deviations picked for ``m`` virtual samples per target: ``vv (N, m, d)``, their
+        donors' stds ``(N, m, d)``, the targets' means repeated ``(N, m, d)`` and the generator."""
         v, _, sigma_d = self._donors(meta, episode)
         gen = torch.Generator().manual_seed(int(episode.seed) if episode.seed is not None else 0)
         idx = pick_deviations(v.shape[0], v.shape[1], mu.shape[0], m, gen).to(mu.device)
         vv = v[idx[..., 0], idx[..., 1]]                                      # (N, m, d)
-        mu_rep = mu[:, None].expand_as(vv)
+        return vv, sigma_d[idx[..., 0]], mu[:, None].expand_as(vv), gen
+
+    def transferred(self, meta, episode, mu, m: int) -> torch.Tensor:
+        """Transferred deviations ``v~ (N, m, d)`` for the targets' means ``mu (N, d)``."""
+        vv, sd, mu_rep, gen = self._picked(meta, episode, mu, m)
         kind = self.config.transfer
         if kind == "naive":
             return naive_transfer(vv)
-        if kind == "gated":
+        if kind in ("gated", "query_matching"):
             return gated_transfer(meta["transfer"], mu_rep, vv)
+        if kind == "gate_zero":
+            return gated_transfer(meta["transfer"], mu_rep, vv, g=torch.zeros_like(vv))
         if kind == "stats":
-            return stats_transfer(meta["transfer"], mu_rep, vv, sigma_d[idx[..., 0]])
+            return stats_transfer(meta["transfer"], mu_rep, vv, sd)
         return matched_noise(vv, gen)
+
+    def openness(self, meta, episodes, m: int | None = None) -> float:
+        """:func:`gate_openness` over ``episodes`` (mean of per-episode ratios), no gradients."""
+        m = m or self.config.test_virtual
+        ratios = []
+        with torch.no_grad():
+            for ep in episodes:
+                hs, _ = self._embed(meta, ep)
+                mu = prototype_logits_means(hs, ep.support_y, ep.classes.shape[-1])
+                vv = self._picked(meta, ep, mu, m)[0]
+                ratios.append(gate_openness(self.transferred(meta, ep, mu, m), vv))
+        return sum(ratios) / len(ratios)
 
     def task_loss(self, meta, episode):
         _check_mvt_episode(episode)
         ways = episode.classes.shape[-1]
         hs, hq = self._embed(meta, episode)
         mu = prototype_logits_means(hs, episode.support_y, ways)              # (N, d)
+        if self.config.transfer == "query_matching":
+            return self._query_matching_loss(meta, episode, hs, hq, mu, ways)
         h_virtual = virtual_samples(mu, self.transferred(meta, episode, mu, self.config.virtual))
         if self.config.option == "P":
             logits = augmented_prototype_logits(hs, episode.support_y, hq, ways, h_virtual)
@@ -329,6 +417,23 @@ class MVT(MetaLearner):
         loss = F.cross_entropy(logits, episode.query_y)                       # L_Q
         if self.config.virtual and self.config.lambda_v:
             loss = loss + self.config.lambda_v * virtual_loss(h_virtual, mu)  # + lambda_V L_V
+        return loss, {"loss": loss.detach(), "accuracy": accuracy(logits.detach(), episode.query_y)}
+
+    def _query_matching_loss(self, meta, episode, hs, hq, mu, ways):
+        """``L_Q + lambda_V L_V + lambda_M L_match``: L_V trains theta only (phi enters it detached);
+        L_match (:func:`query_matching_loss`) trains phi only (features enter it detached)."""
+        logits = prototype_logits(hs, episode.support_y, hq, ways)
+        loss = F.cross_entropy(logits, episode.query_y)                       # L_Q
+        if self.config.virtual:
+            vv, _, mu_rep, _ = self._picked(meta, episode, mu, self.config.virtual)
+            if self.config.lambda_v:
+                phi_stopped = {k: t.detach() for k, t in meta["transfer"].items()}
+                h_virtual = virtual_samples(mu, gated_transfer(phi_stopped, mu_rep, vv))
+                loss = loss + self.config.lambda_v * virtual_loss(h_virtual, mu)
+            if self.config.lambda_m:
+                v_phi = gated_transfer(meta["transfer"], mu_rep.detach(), vv.detach())
+                r = (hq - mu[episode.query_y]).detach()
+                loss = loss + self.config.lambda_m * query_matching_loss(v_phi, r)
         return loss, {"loss": loss.detach(), "accuracy": accuracy(logits.detach(), episode.query_y)}
 
     def test_logits(self, meta, episode, head: str | None = None) -> torch.Tensor:
@@ -507,8 +612,9 @@ def toy_episodes(cfg: ToyConfig, episodes: int, seed: int = 0) -> dict:
 
 def toy_transfer(donor: torch.Tensor, ways: int, m: int, kind: str, gen: torch.Generator) -> torch.Tensor:
     """Transferred deviations ``(E, N, m, 2)`` from donors ``(E, D, Md, 2)``: ``"naive"``, ``"stats"``
-    (standardise per donor, recolour with the mean donor std: loses the rotation), ``"noise"``
-    (isotropic, matched norm) or ``"none"`` (zeros)."""
+    (divide each axis by the donor's std, multiply by the mean donor std: a per-axis rescaling, so the
+    correlation -- the rotation of the shared covariance -- is kept; with a covariance shared by all
+    classes it is close to naive), ``"noise"`` (isotropic, matched norm) or ``"none"`` (zeros)."""
     if kind not in ("naive", "stats", "noise", "none"):
         raise ValueError(f"toy transfer must be 'naive', 'stats', 'noise' or 'none', got {kind!r}")
     v, _, sigma_d = donor_deviations(donor.flatten(0, 1))
@@ -562,3 +668,185 @@ def toy_accuracies(cfg: ToyConfig, episodes: int = 500, seed: int = 0, transfer:
             out[k].append((logits.argmax(-1) == y).double().mean(-1))
     return {**{k: torch.cat(v) for k, v in out.items()}, "mu": mu, "virtual": virt, "prototype_augmented": p_aug,
             "cov": cov, "data": data}
+
+
+# --------------------------------------------------------------------------------------------
+# the feature-space world of the regime map: h = mu_c + L n + sigma eps (issue 18, §3)
+# --------------------------------------------------------------------------------------------
+WORLD_TRANSFERS = ("none", "naive", "noise", "rotated", "learned", "support")
+WORLD_OBJECTIVES = ("query_matching", "virtual_loss")
+
+
+@dataclass
+class WorldConfig:
+    """A fixed feature space where MVT's premise is exactly true (or, with ``shared=False``, false).
+
+    Every class c has a mean ``mu_c ~ N(0, mean_std^2 I)``; a sample is ``mu_c + L n + noise eps`` with
+    ``n ~ N(0, I_rank)``, ``eps ~ N(0, I_dim)`` and ``L = nuisance * (an orthonormal dim x rank basis)``:
+    ONE basis for every class of a world (``shared=True``), or each class its own (``shared=False``)."""
+
+    dim: int = 32
+    """Feature dimension d."""
+    rank: int = 3
+    """Rank of the nuisance loadings L."""
+    nuisance: float = 2.5
+    """Std of each nuisance factor (0: no nuisance, only isotropic noise)."""
+    noise: float = 1.0
+    """Std of the isotropic noise eps."""
+    mean_std: float = 0.9
+    """Std of the class means."""
+    ways: int = 5
+    """Target classes per episode."""
+    shots: int = 1
+    """Support samples per target."""
+    queries: int = 15
+    """Query samples per target."""
+    donors: int = 10
+    """Donor classes per episode (fresh classes of the same world, never the targets)."""
+    donor_samples: int = 20
+    """Samples per donor class."""
+    shared: bool = True
+    """One nuisance basis for all classes (MVT's premise) or one per class (the premise fails)."""
+
+    def __post_init__(self):
+        for name in ("dim", "rank", "ways", "shots", "queries", "donors", "donor_samples"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.rank > self.dim:
+            raise ValueError(f"rank must be <= dim, got rank {self.rank} > dim {self.dim}")
+        if self.donor_samples < 2:
+            raise ValueError("donor_samples must be >= 2: a donor needs a spread")
+        for name in ("nuisance", "noise", "mean_std"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+def _orthonormal(shape_lead: tuple, dim: int, k: int, gen: torch.Generator) -> torch.Tensor:
+    """Random orthonormal ``(..., dim, k)`` frames (QR of a Gaussian matrix, signs fixed)."""
+    q, r = torch.linalg.qr(torch.randn(*shape_lead, dim, k, generator=gen))
+    return q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
+
+
+def world_basis(cfg: WorldConfig, seed: int) -> torch.Tensor:
+    """The world's shared nuisance basis ``(dim, rank)`` (orthonormal), fixed by ``seed``."""
+    return _orthonormal((), cfg.dim, cfg.rank, torch.Generator().manual_seed(int(seed)))
+
+
+def world_episodes(cfg: WorldConfig, episodes: int, basis: torch.Tensor, gen: torch.Generator) -> dict:
+    """``support (E, N, K, d)``, ``query (E, N, Q, d)``, ``donor (E, D, Md, d)``: fresh classes per episode,
+    nuisance loadings ``cfg.nuisance * basis`` (shared) or a fresh basis per class (``shared=False``)."""
+    n_cls = cfg.ways + cfg.donors
+    means = torch.randn(episodes, n_cls, cfg.dim, generator=gen) * cfg.mean_std
+    if cfg.shared:
+        loadings = (cfg.nuisance * basis).expand(episodes, n_cls, cfg.dim, cfg.rank)
+    else:
+        loadings = cfg.nuisance * _orthonormal((episodes, n_cls), cfg.dim, cfg.rank, gen)
+
+    def draw(cls: slice, n: int) -> torch.Tensor:
+        c = means[:, cls].shape[1]
+        factors = torch.randn(episodes, c, n, cfg.rank, generator=gen)
+        eps = torch.randn(episodes, c, n, cfg.dim, generator=gen)
+        return means[:, cls, None] + factors @ loadings[:, cls].transpose(-1, -2) + cfg.noise * eps
+
+    tgt, don = slice(0, cfg.ways), slice(cfg.ways, n_cls)
+    return {"support": draw(tgt, cfg.shots), "query": draw(tgt, cfg.queries), "donor": draw(don, cfg.donor_samples)}
+
+
+def world_deviations(data: dict, m: int, gen: torch.Generator):
+    """Donor deviations picked for ``m`` virtual samples per target: ``v (E, N, m, d)``, and ``mu (E, N, d)``."""
+    donor = data["donor"]
+    e, d_cls, md, dim = donor.shape
+    v = donor - donor.mean(2, keepdim=True)
+    di = torch.randint(0, d_cls, (e, data["support"].shape[1], m), generator=gen)
+    ji = torch.randint(0, md, di.shape, generator=gen)
+    return v[torch.arange(e)[:, None, None], di, ji], data["support"].mean(2)
+
+
+def world_transfer(data: dict, kind: str, m: int, gen: torch.Generator, phi: dict | None = None):
+    """Transferred deviations ``(E, N*m, d)`` (or the support's own deviations for ``"support"``) and the
+    donor deviations they came from.  ``"naive"``: raw donor deviations; ``"noise"``: isotropic, matched
+    norm; ``"rotated"``: donor deviations turned by a random orthogonal matrix per episode (same spectrum,
+    wrong directions); ``"learned"``: the gate ``phi`` applied as in :func:`gated_transfer`;
+    ``"support"``: the pooled within-class deviations of the support (needs ``shots >= 2``, no donors)."""
+    if kind not in WORLD_TRANSFERS:
+        raise ValueError(f"world transfer must be one of {WORLD_TRANSFERS}, got {kind!r}")
+    v, mu = world_deviations(data, m, gen)
+    e, n, _, dim = v.shape
+    if kind == "support":
+        sup = data["support"]
+        if sup.shape[2] < 2:
+            raise ValueError("the support's own spread needs shots >= 2")
+        return (sup - mu[:, :, None]).flatten(1, 2), v.flatten(1, 2)
+    if kind == "naive":
+        out = v
+    elif kind == "noise":
+        out = matched_noise(v, gen)
+    elif kind == "rotated":
+        rot = _orthonormal((e,), dim, dim, gen)                               # (E, d, d)
+        out = (v.flatten(1, 2) @ rot.transpose(-1, -2)).view_as(v)
+    elif kind == "learned":
+        if phi is None:
+            raise ValueError("the learned transfer needs phi")
+        out = gated_transfer(phi, mu[:, :, None].expand_as(v), v)
+    else:
+        out = torch.zeros_like(v)
+    return out.flatten(1, 2), v.flatten(1, 2)
+
+
+def world_accuracy(data: dict, v_tilde: torch.Tensor | None, shrinkage: float = 1.0, chunk: int = 100) -> torch.Tensor:
+    """Per-episode query accuracy ``(E,)`` of the shared-Mahalanobis head whose covariance is
+    :func:`transferred_covariance` of ``v_tilde (E, n, d)`` with ``shrinkage`` (plus a ridge of 1e-4 times
+    the mean variance, so a rank-deficient estimate stays invertible); ``v_tilde=None`` is the
+    Euclidean prototype (ProtoNet on these features).  ``shrinkage=1`` is Euclidean too (the covariance is
+    a multiple of I)."""
+    sup, qry = data["support"], data["query"]
+    mu = sup.mean(2)                                                          # (E, N, d)
+    e, n, q, dim = qry.shape
+    y = torch.arange(n).repeat_interleave(q)
+    out = []
+    for s in range(0, e, chunk):
+        sl = slice(s, s + chunk)
+        diff = qry[sl].flatten(1, 2)[:, :, None] - mu[sl, None]               # (e, NQ, N, d)
+        if v_tilde is None:
+            dist = diff.pow(2).sum(-1)
+        else:
+            vt = v_tilde[sl]                                                  # (e, n, d), about zero
+            cov = vt.transpose(1, 2) @ vt / vt.shape[1]
+            iso = (torch.diagonal(cov, dim1=1, dim2=2).mean(-1) + 1e-6)[:, None, None] * torch.eye(dim)
+            cov = (1 - shrinkage) * cov + shrinkage * iso + 1e-4 * iso        # a small ridge keeps it invertible
+            prec = torch.cholesky_inverse(torch.linalg.cholesky(cov))         # (e, d, d)
+            dist = torch.einsum("eqni,eij,eqnj->eqn", diff, prec, diff)
+        out.append((dist.argmin(-1) == y).float().mean(-1))
+    return torch.cat(out)
+
+
+def world_objective(objective: str, phi: dict, data: dict, m: int, gen: torch.Generator) -> torch.Tensor:
+    """Mean over a batch of world episodes of ``"query_matching"`` (:func:`query_matching_loss`, the
+    query deviations ``h_q - mu_c``) or ``"virtual_loss"`` (L_V, the objective that closes the gate)."""
+    if objective not in WORLD_OBJECTIVES:
+        raise ValueError(f"objective must be one of {WORLD_OBJECTIVES}, got {objective!r}")
+    v, mu = world_deviations(data, m, gen)
+    vt = gated_transfer(phi, mu[:, :, None].expand_as(v), v)                 # (E, N, m, d)
+    if objective == "query_matching":
+        r = (data["query"] - mu[:, :, None]).flatten(1, 2)                    # (E, NQ, d)
+        return torch.stack([query_matching_loss(a, b) for a, b in zip(vt, r)]).mean()
+    return torch.stack([virtual_loss(virtual_samples(mu_c, a), mu_c)
+                        for a, mu_c in zip(vt, mu)]).mean()
+
+
+def train_world_transfer(cfg: WorldConfig, basis: torch.Tensor, objective: str = "query_matching", steps: int = 200,
+                         lr: float = 1e-2, seed: int = 0, batch: int = 16, virtual: int = 20,
+                         hidden: int = 32) -> tuple[dict, list]:
+    """Meta-train the gate phi on fresh episodes of the world (base classes) with ``objective``; the
+    features are fixed, so phi is the only thing learned.  Returns ``(phi, losses)``."""
+    gen = torch.Generator().manual_seed(int(seed))
+    phi = {k: t.requires_grad_() for k, t in transfer_init(cfg.dim, hidden, gen).items()}
+    opt = torch.optim.Adam(list(phi.values()), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = world_objective(objective, phi, world_episodes(cfg, batch, basis, gen), virtual, gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return {k: t.detach() for k, t in phi.items()}, losses
