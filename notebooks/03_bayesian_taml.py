@@ -32,8 +32,9 @@
 # **Prerequisites.** Notebook 00 (episodes, MAML, Meta-SGD, the inner loop); the reparameterisation
 # trick and the KL divergence between Gaussians.
 #
-# **Time.** Reading ≈ 40 min. Compute: one Bayesian TAML model is trained live (≈ TIME_LIVE s on
-# an idle 2-core machine, measured; longer on a busy shared one; `TUTOR_FULL=1`: 3× longer training);
+# **Time.** Reading ≈ 40 min. Compute: one Bayesian TAML model is trained live (its training and
+# scoring cell took 31 s on one core, measured; the whole notebook with its unit tests ran in 102 s;
+# longer on a busy shared machine; `TUTOR_FULL=1`: 5× longer training);
 # every multi-seed claim comes from the shipped results of `tutor.experiments.bayesian_taml`.
 
 # %%
