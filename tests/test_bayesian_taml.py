@@ -2,6 +2,7 @@
 reparameterisation, z and gamma mechanics, second-order meta-gradient, MC prediction, errors."""
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -14,9 +15,11 @@ from tutor.papers.bayesian_taml import (
     TAML,
     TamlConfig,
     balanced_inner_loop,
+    balancing_variables,
     cardinality,
     class_weighted_loss,
     encode_task,
+    evaluate_steps,
     kl_to_standard_normal,
     load_taml,
     modulate,
@@ -366,17 +369,85 @@ def test_bad_input_errors():
         taml.task_loss(meta, nan_x)
 
 
+def test_inverse_scaled_weights_keep_the_uniform_total_and_average_the_class_means():
+    """omega_c = N / (C^2 N_c): per-example weights C omega_{y_i} sum to N (as uniform ones), the loss is the
+    mean over classes of each class's mean loss, and the usual 1/N_c (summing to 1) is HM/AM times it."""
+    counts = torch.tensor([1.0, 25, 25, 25, 25], dtype=D)
+    y = torch.cat([torch.full((int(k),), c) for c, k in enumerate(counts)])
+    cfg = preset("Meta-SGD 1/N (uniform scale)")
+    omega, _, _ = balancing_variables({}, cfg, MLP(6, (5,), 1), counts)
+    assert torch.allclose((5 * omega[y]).sum(), counts.sum())
+    losses = torch.rand(len(y), generator=torch.Generator().manual_seed(0), dtype=D)
+    per_class = torch.stack([losses[y == c].mean() for c in range(5)])
+    assert torch.allclose(class_weighted_loss(losses, y, omega), per_class.mean())
+    inv, _, _ = balancing_variables({}, preset("Meta-SGD 1/N"), MLP(6, (5,), 1), counts)
+    hm_over_am = (5 / (1 / counts).sum()) / counts.mean()
+    assert torch.allclose(inv, omega * hm_over_am) and torch.allclose(inv.sum(), torch.ones((), dtype=D))
+    even = torch.full((5,), 7.0, dtype=D)                            # balanced task: both are uniform
+    assert torch.allclose(balancing_variables({}, cfg, MLP(6, (5,), 1), even)[0], torch.full((5,), 0.2, dtype=D))
+
+
+def test_predict_steps_matches_separate_inner_loops():
+    taml = learner()
+    meta = randomise(taml.init(0, dtype=D))
+    ep = task((1, 4, 7))
+    both = taml.predict_steps(meta, ep, (2, 4), samples=3)
+    assert set(both) == {2, 4} and both[4].shape == (ep.query_x.shape[0], 3)
+    for k in (2, 4):
+        assert torch.allclose(both[k], taml.predict(meta, ep, samples=3, steps=k), atol=1e-12)
+    res = evaluate_steps(taml, meta, [ep, task((3, 3, 3), seed=1)], (2, 4), mean=True)
+    assert set(res) == {2, 4} and len(res[4]["accuracy"]) == 2
+    with pytest.raises(ValueError, match="steps"):
+        taml.predict_steps(meta, ep, ())
+
+
+def test_regime_task_builders():
+    from tutor.experiments import bayesian_taml as exp
+
+    assert exp.imbalance_shots(1) == [10] * 5
+    shots = exp.imbalance_shots(25)
+    assert shots[0] / shots[-1] == pytest.approx(25, rel=0.15) and abs(sum(shots) - 50) <= 2
+    assert shots == sorted(shots, reverse=True)
+    eps = exp.imbalance_tasks(25, 3, seed=0)
+    assert all(sorted(torch.bincount(e.support_y).tolist(), reverse=True) == shots for e in eps)
+    x = torch.randn(7, 16, dtype=D)
+    for angle in (0.3, math.pi / 2):
+        r = exp._rotate(x, angle)
+        assert torch.allclose(r.norm(dim=1), x.norm(dim=1)) and torch.equal(r[:, 4:], x[:, 4:])
+    assert torch.allclose(exp._rotate(x, math.pi / 2)[:, 2:4], x[:, 0:2], atol=1e-12)
+    s0 = exp.shift_tasks(0.0, 2, seed=5)
+    ref = exp.AnyShotVectorTasks("id").batch(2, 5)
+    assert all(torch.allclose(a.support_x, b.support_x) for a, b in zip(s0, ref))
+    assert exp.task_groups([[3, 3], [1, 60], [30, 30]]) == ["balanced/small", "imbalanced/large", "balanced/large"]
+    with pytest.raises(ValueError, match="imbalance ratio"):
+        exp.imbalance_shots(0.5)
+    with pytest.raises(ValueError, match="shift strength"):
+        exp.shift_tasks(1.5, 2, 0)
+
+
 def test_experiment_driver_smoke(tmp_path):
+    import json
+
     from tutor.experiments import bayesian_taml as exp
 
     out = tmp_path / "r.json"
-    assert exp.main(["--seeds", "0", "1", "--steps", "3", "--tune-steps", "2", "--n-val", "4", "--n-test", "4",
-                     "--grid", "0.3",
-                     "--methods", "MAML", "Bayesian TAML (beta 0.1)", "--out", str(out)]) == 0
-    import json
-
+    methods = ["Meta-SGD", "omega-TAML", "Deterministic TAML"]
+    assert exp.main(["--seeds", "0", "1", "--ablation-seeds", "0", "--steps", "2", "--tune-steps", "1",
+                     "--n-val", "3", "--n-test", "4", "--n-regime", "2", "--mc", "2",
+                     "--methods", *methods, "--out", str(out)]) == 0
     rec = json.loads(out.read_text())
-    assert {r["method"] for r in rec["runs"]} == {"MAML", "Bayesian TAML (beta 0.1)"}
+    assert {r["method"] for r in rec["runs"]} == set(methods)
+    assert {r["arm"] for r in rec["runs"]} == {"bn", "no-bn"}
     run = rec["runs"][0]
-    assert len(run["id"]["accuracy"]) == 4 and len(run["ood"]["tail_recall"]) == 4
+    assert set(run["id"]) == {"5", "10"} and len(run["id"]["10"]["accuracy"]) == 4
+    balanced = [min(c) == max(c) for c in rec["tasks"]["id"]["counts"]]
+    assert all((t is None) == b for t, b in zip(run["id"]["10"]["tail_recall"], balanced))
+    assert set(rec["tuning"]) >= {"Meta-SGD", "omega-TAML", "Bayesian TAML (beta 0.1)", "Bayesian TAML (beta 1)"}
+    assert rec["bayesian_choice"]["method"] in exp.BAYES
+    maps = rec["regime"]
+    assert isinstance(maps, list) and {m["factor"].split()[0] for m in maps} == {"class-imbalance", "OOD"}
+    assert all(len(d) == 2 for m in maps for d in m["per_seed"].values())     # one difference per seed
     assert "command" in rec and "torch" in rec and "date" in rec
+    again = tmp_path / "again.json"                 # --finish rebuilds the results from the partial record
+    assert exp.main(["--finish", str(exp.RUNS_DIR / "r.partial.json"), "--out", str(again)]) == 0
+    assert json.loads(again.read_text())["regime"] == maps

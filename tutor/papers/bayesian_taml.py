@@ -30,8 +30,9 @@ Notation and equation numbers follow our notes ``shared/papers/bayesian_taml.md`
 * **Prediction** (§3.2): ``p(y | x, D) ~ (1/S) sum_s softmax(f_{theta_K(phi_s)}(x))``, each sample a
   whole inner loop; or the posterior-mean ("naive") plug-in.                       -> TAML.predict
 
-Switches (``TamlConfig``): ``omega`` ("off", "learned", or the fixed baseline "inverse",
-omega_c ~ 1/N_c), ``gamma``, ``z``, ``bayesian`` (False: posterior means, no sampling, no KL) and
+Switches (``TamlConfig``): ``omega`` ("off", "learned", or the fixed baselines "inverse",
+omega_c ~ 1/N_c summing to 1, and "inverse_scaled", the same shape at the uniform weighting's total
+scale), ``gamma``, ``z``, ``bayesian`` (False: posterior means, no sampling, no KL) and
 ``alpha`` ("scalar" fixed: MAML; "per_parameter" learned: Meta-SGD).  All off is exactly MAML or
 Meta-SGD (tested).  The switches are stored with a checkpoint (:func:`save_taml`); loading into a
 learner with other switches raises (the official code silently evaluated such models as MAML).
@@ -48,8 +49,9 @@ Deliberate simplifications and deviations (stated in notebook 03):
    CIFAR-FS / miniImageNet with Conv4; Conv4 and a conv instance encoder are supported.
 2. Tasks are looped with their true sizes (the official code zero-pads the support sets of a
    meta-batch and divides by the padded N, also in the KL).
-3. mu heads are zero-initialised and the raw-sigma bias starts at -3 (sigma ~ 0.05), so training
-   starts exactly at Meta-SGD (official: sigma ~ softplus(0) = 0.69; ``sigma_init=0.0`` selects it).
+3. mu heads are zero-initialised and the raw-sigma bias starts at -3 (sigma ~ 0.05), so Deterministic
+   TAML starts exactly at Meta-SGD and Bayesian TAML within that small noise of it (official: sigma ~
+   softplus(0) = 0.69; ``sigma_init=0.0`` selects it).  Training moves the latents far from 0.
 4. Conv4's batch norm keeps a learnable scale (official: offset only).  Under batch norm the z
    scale and shift of a conv layer cancel in the forward pass at theta_0 and act through the
    inner-loop gradients only (also true of the official model).
@@ -73,10 +75,10 @@ from tutor.validation import as_float, as_int, check_episode, check_inputs
 __all__ = ["TamlConfig", "PRESETS", "preset", "TAML", "stat_pool", "cardinality", "interact",
            "init_encoder", "encode_task", "kl_to_standard_normal", "balancing_variables", "modulate",
            "step_sizes", "class_weighted_loss", "balanced_inner_loop", "zero_head", "task_metrics",
-           "evaluate_metrics", "save_taml", "load_taml", "SWITCHES"]
+           "evaluate_metrics", "evaluate_steps", "save_taml", "load_taml", "SWITCHES"]
 
 SWITCHES = ("omega", "gamma", "z", "bayesian", "alpha")
-OMEGA_MODES = ("off", "learned", "inverse")
+OMEGA_MODES = ("off", "learned", "inverse", "inverse_scaled")
 
 
 @dataclass
@@ -84,7 +86,9 @@ class TamlConfig:
     """Switches and hyper-parameters of Bayesian TAML (defaults: the paper's model on the MLP learner)."""
 
     omega: str = "learned"
-    """Class weights: "learned" (TAML), "off" (uniform: MAML/Meta-SGD), "inverse" (fixed omega_c ~ 1/N_c)."""
+    """Class weights: "learned" (TAML), "off" (uniform: MAML/Meta-SGD), "inverse" (fixed omega_c ~ 1/N_c,
+    summing to 1) or "inverse_scaled" (the same 1/N_c shape at the uniform weighting's total scale:
+    omega_c = N / (C^2 N_c), i.e. the mean over classes of each class's mean loss)."""
     gamma: bool = True
     """Per-layer step multipliers gamma_l = exp(gamma~_l)."""
     z: bool = True
@@ -143,6 +147,7 @@ PRESETS = {
     "MAML": dict(omega="off", gamma=False, z=False, bayesian=False, alpha="scalar"),
     "Meta-SGD": dict(omega="off", gamma=False, z=False, bayesian=False),
     "Meta-SGD 1/N": dict(omega="inverse", gamma=False, z=False, bayesian=False),
+    "Meta-SGD 1/N (uniform scale)": dict(omega="inverse_scaled", gamma=False, z=False, bayesian=False),
     "omega-TAML": dict(omega="learned", gamma=False, z=False, bayesian=False),
     "Deterministic TAML": dict(bayesian=False),
     "Bayesian TAML": dict(),
@@ -227,6 +232,9 @@ def class_weighted_loss(losses: torch.Tensor, y: torch.Tensor, omega: torch.Tens
     """L_omega = sum_c omega_c (C/N) sum_{i: y_i = c} l_i for per-example losses ``(N,)`` and omega ``(C,)``.
 
     Uniform omega (1/C) gives the ordinary mean loss; omega_c ~ 1/N_c gives every class equal total weight.
+    Because omega sums to 1, the 1/N_c weighting also shrinks the total weight of the support set to
+    HM(N_c)/AM(N_c) of the uniform one (a smaller effective step on imbalanced tasks: 0.21x for shots
+    (1, 25, 25, 25, 25)); the "inverse_scaled" mode keeps the 1/N_c shape at the uniform total.
     """
     ways, n = omega.shape[0], losses.shape[0]
     per_class = torch.zeros(ways, dtype=losses.dtype, device=losses.device).index_add(0, y, losses)  # (C,)
@@ -391,9 +399,13 @@ def balancing_variables(latents: dict, config: TamlConfig, model, counts: torch.
     omega = None
     if config.omega == "learned":
         omega = torch.softmax(latents["omega"], 0)
-    elif config.omega == "inverse":
+    elif config.omega in ("inverse", "inverse_scaled"):
         inv = 1.0 / counts.double()                                             # (C,)
-        omega = (inv / inv.sum()).to(counts.dtype if counts.is_floating_point() else torch.get_default_dtype())
+        if config.omega == "inverse":                                           # sums to 1
+            omega = inv / inv.sum()
+        else:                                                                   # total weight N, as uniform
+            omega = inv * counts.double().sum() / counts.shape[0] ** 2
+        omega = omega.to(counts.dtype if counts.is_floating_point() else torch.get_default_dtype())
     gamma = None
     if config.gamma:
         g = torch.exp(latents["gamma"])
@@ -509,6 +521,17 @@ class TAML(MetaLearner):
         Bayesian: the average of ``samples`` (default ``mc_test``) softmaxes, each after its own inner
         loop; ``mean=True`` (or a deterministic model) plugs in the posterior mean once.
         """
+        steps = self.config.eval_steps if steps is None else steps
+        return self.predict_steps(meta, episode, (steps,), x, samples, mean, gen)[steps]
+
+    def predict_steps(self, meta: dict, episode: Episode, steps=(5, 10), x: torch.Tensor | None = None,
+                      samples: int | None = None, mean: bool = False,
+                      gen: torch.Generator | None = None) -> dict[int, torch.Tensor]:
+        """``{k: probs (M, C)}`` after ``k`` inner steps for every ``k`` in ``steps``, from one inner loop
+        per Monte Carlo sample (the same latents for every ``k``); ``predict`` is the one-``k`` case."""
+        steps = tuple(sorted({int(k) for k in steps}))
+        if not steps or steps[0] < 0:
+            raise ValueError(f"steps must be a non-empty collection of integers >= 0, got {steps}")
         if samples is not None:            # 0 or negative: an error, never a silent fallback to mc_test
             samples = as_int(samples, "samples (Monte-Carlo samples per prediction)", 1)
         check_episode(episode, query=x is None)
@@ -516,19 +539,21 @@ class TAML(MetaLearner):
             check_inputs(x, "x (the inputs to predict)")
         frozen = self.frozen(meta)
         x = episode.query_x if x is None else x
-        steps = self.config.eval_steps if steps is None else steps
         with torch.no_grad():
             post = self.posterior(frozen, episode)
         single = mean or not self.config.bayesian or not post
         S = 1 if single else (self.config.mc_test if samples is None else samples)
         gen = gen if gen is not None else self._gen(episode, offset=1)
-        probs = 0.0
+        probs = dict.fromkeys(steps, 0.0)
         for _ in range(S):
             latents = self.sample_latents(post, gen, mean=single)
-            adapted = self.adapt(frozen, episode, latents, steps=steps, first_order=True).params
-            with torch.no_grad():
-                probs = probs + torch.softmax(self.model(adapted, x), -1)
-        return probs / S
+            traj = self.adapt(frozen, episode, latents, steps=steps[-1], first_order=True,
+                              keep_trajectory=len(steps) > 1)
+            for k in steps:
+                params = traj.trajectory[k] if len(steps) > 1 else traj.params
+                with torch.no_grad():
+                    probs[k] = probs[k] + torch.softmax(self.model(params, x), -1)
+        return {k: p / S for k, p in probs.items()}
 
     def evaluate(self, meta: dict, episode: Episode, samples: int | None = None, mean: bool = False) -> dict:
         """Meta-test scores of one task: accuracy, macro accuracy, tail-class recall, NLL."""
@@ -554,7 +579,10 @@ class TAML(MetaLearner):
 
 def task_metrics(probs: torch.Tensor, episode: Episode) -> dict:
     """``accuracy``, ``macro_accuracy`` (mean per-class recall), ``tail_recall`` (recall of the
-    class(es) with the fewest support examples, averaged over ties) and ``loss`` (NLL of ``probs``)."""
+    class(es) with the fewest support examples, averaged over ties) and ``loss`` (NLL of ``probs``).
+
+    On a class-balanced task every class ties for "fewest", so ``tail_recall`` equals ``macro_accuracy``
+    there: summaries of tail-class recall should use imbalanced tasks only (the driver does)."""
     y, ways = episode.query_y, episode.ways
     correct = (probs.argmax(-1) == y).to(probs.dtype)                            # (M,)
     recall = torch.zeros(ways, dtype=probs.dtype).index_add(0, y.cpu(), correct.cpu())
@@ -582,6 +610,22 @@ def evaluate_metrics(learner: TAML, meta: dict, episodes: list, workers: int = 1
         m, ci = mean_ci(values) if len(values) > 1 else (values[0], float("nan"))
         out[metric] = EvalResult(values, m, ci, "accuracy" if metric != "loss" else metric)
     return out
+
+
+def evaluate_steps(learner: TAML, meta: dict, episodes: list, steps=(5, 10), workers: int = 1,
+                   **kwargs) -> dict[int, dict[str, list[float]]]:
+    """Per-task metrics of :func:`task_metrics` after each number of inner steps in ``steps``:
+    ``{k: {metric: [one value per episode]}}`` (one inner loop per Monte Carlo sample serves every k)."""
+    if not episodes:
+        raise ValueError("evaluate_steps needs at least one episode")
+    p = leaves(meta, trainable=False)[0]
+
+    def score(ep):
+        ep = ep.to(p.device, p.dtype)
+        return {k: task_metrics(pr, ep) for k, pr in learner.predict_steps(meta, ep, steps, **kwargs).items()}
+
+    rows = list(learner._executor(workers).map(score, episodes)) if workers > 1 else [score(e) for e in episodes]
+    return {k: {m: [r[k][m] for r in rows] for m in rows[0][k]} for k in rows[0]}
 
 
 # --------------------------------------------------------------------------------------------
