@@ -319,6 +319,7 @@ fig.tight_layout()
 # the sentences below are about these numbers: check that they hold for the shipped file
 ceiling = paired[("exact_online", "one_step")]
 assert abs(ceiling[0]) < ceiling[1] and ceiling[2] == 4     # no headroom: the ceiling is within one-step's spread
+assert (per_seed["exact_online"] - per_seed["one_step"]).min() > -0.0025
 hd_gap = paired[("hyperdistill", "one_step")]
 assert hd_gap[0] > 0 and hd_gap[0] - hd_gap[1] < 0          # HD's mean is worse than one-step's, within the spread
 assert int((per_seed["hyperdistill"] > per_seed["one_step"]).sum()) == 4
@@ -328,7 +329,7 @@ d_scaled = per_seed["scaled_one_step"] - per_seed["one_step"]
 theta_scaled = [t[1] for t in res["scaled_one_step"][4]["theta"]]
 assert int(np.argmax(d_scaled)) == 4 and d_scaled[4] > 0.2 and np.abs(d_scaled[:4]).max() < 0.004
 assert max(theta_scaled) == saved["config"]["theta_max"] and theta_scaled.index(max(theta_scaled)) == 3   # m = 15
-assert per_seed["drmad"].min() > max(per_seed[m].max() for m in methods if m not in ("drmad", "scaled_one_step"))
+assert per_seed["drmad"].min() > max(per_seed[m].max() for m in methods if m != "drmad")
 assert (per_seed["neumann"] > per_seed["fo"]).all()
 
 # %% [markdown]
@@ -344,8 +345,8 @@ assert (per_seed["neumann"] > per_seed["fo"]).all()
 # * **The scaled one-step control** (γ = 0, fitted θ) is within 0.004 of one-step on four seeds; on seed 4
 #   its test MSE is 0.286. On that seed the fitted θ hit its clip (10) at inner optimisation 15; we have
 #   not tested whether that is why.
-# * DrMAD, with only 30 offline λ updates, is worse than every other arm on every seed (the scaled control's
-#   seed 4 aside) — the paper's finding (Table 4, Fig. 2). N.IFT(3, 5) is worse than FO on every seed; it
+# * DrMAD, with only 30 offline λ updates, is worse than every other arm on every seed — the paper's
+#   finding (Table 4, Fig. 2). N.IFT(3, 5) is worse than FO on every seed; it
 #   moves λ only in the last 5 of the 30 inner steps (6× fewer λ updates) and assumes a converged inner
 #   loop; we have not tested which, if either, is why.
 
@@ -503,6 +504,9 @@ q_hd, q_ex = pt[("quadratic", "hyperdistill")], pt[("quadratic", "exact_online")
 assert q_hd[0.1].excludes_zero and q_hd[0.1].gain > 0 and not q_hd[0.3].excludes_zero and not q_hd[1.0].excludes_zero
 assert q_hd[0.1].gain > q_hd[0.3].gain > q_hd[1.0].gain and q_ex[0.1].gain > q_ex[0.3].gain > q_ex[1.0].gain
 assert not q_ex[0.1].excludes_zero and q_ex[1.0].excludes_zero and q_ex[1.0].gain < 0
+q_one = np.mean([r["mse"] for r in saved["runs"]["quadratic"]["0.1"]["results"]["one_step"]])
+assert 0.015 < q_hd[0.1].gain / q_one < 0.025                                     # "about 2% of the loss"
+assert all(saved["runs"]["quadratic"][e]["tuning"]["borrowed"] == {"exact_online": "one_step"} for e in ("0.1", "0.3", "1.0"))
 
 # %% [markdown]
 # **Reading.** Sinusoid: the bias grows as η shrinks, as the argument says (one-step's second-order
@@ -776,8 +780,8 @@ assert result_3
 #   (−0.0005 ± 0.0026 test MSE), and HyperDistill (γ = 0.3) did not beat one-step (+0.0027 ± 0.0040,
 #   higher on 4 of 5 seeds). Offline DrMAD was worse than every online method on every seed, as in the paper.
 # * Along training the second-order directions of one-step, the γ-sum and the distilled JVP are about
-#   equally aligned with exact (≈ 0.91); one-step's second-order term is about half as long, and a fresh
-#   θ fixes the length for HyperDistill and for the γ = 0 control alike; the θ a run actually uses, fitted
+#   equally aligned with exact (≈ 0.91); one-step's second-order term is about half as long (projection 0.47),
+#   and a fresh θ brings it to 0.74 for HyperDistill and for the γ = 0 control alike; the θ a run actually uses, fitted
 #   up to 4 inner optimisations earlier, is noisy.
 # * Regime map: the short-horizon bias grows as the inner learning rate shrinks, but on the sinusoid no
 #   test gain follows at any η; on quadratic tasks with $g^\text{FO} \equiv 0$ HyperDistill gained ≈ 2% of
