@@ -5,9 +5,12 @@ import torch
 
 from tutor.data.tasks import SinusoidTasks
 from tutor.papers.hyperdistill import (
+    METHODS,
     ANILRegression,
     HyperDistillConfig,
+    OnlineState,
     QuadraticProblem,
+    QuadraticTasks,
     distilled_batch_update,
     distilled_point,
     drmad_hypergradient,
@@ -19,10 +22,12 @@ from tutor.papers.hyperdistill import (
     hyperdistill_hypergradient,
     init_features,
     inner_step,
+    jvps_per_inner_opt,
     linear_estimation,
     meta_train,
     neumann_ift_hypergradient,
     one_step_hypergradient,
+    online_hypergradient,
     reverse_mode_hypergradient,
     reversed_distilled_point,
     sample_batches,
@@ -246,17 +251,90 @@ def test_neumann_ift_matches_closed_form_implicit_hypergradient_at_convergence()
 # ---------------------------------------------------------------------------------------- the online loop
 def test_meta_train_runs_every_method_and_counts_jvps():
     cfg = HyperDistillConfig(inner_steps=4, inner_opts=2, meta_batch=2, hidden=(8,), batch=3, neumann_last=2,
-                             neumann_terms=2)
-    for method in ("fo", "one_step", "hyperdistill", "drmad", "neumann"):
-        run = meta_train(cfg, method, seed=0, progress=False, diagnose_every=1 if method == "hyperdistill" else 0)
+                             neumann_terms=2, estimation_period=5)
+    per_opt = {"fo": 0, "one_step": 4, "scaled_one_step": 4, "hyperdistill": 4, "exact_online": 16, "drmad": 7,
+               "neumann": 6}
+    assert set(per_opt) == set(METHODS)
+    for method in METHODS:
+        run = meta_train(cfg, method, seed=0, progress=False)
         assert len(run.val_loss) == 2 and all(torch.isfinite(torch.tensor(run.val_loss)))
-        per_opt = {"fo": 0, "one_step": 4, "hyperdistill": 4, "drmad": 7, "neumann": 6}[method]
-        extra = 3 * 4 - 1 if method == "hyperdistill" else 0    # one LinearEstimation at m = 0
-        assert run.jvps[-1] == 2 * per_opt + extra
-    assert len(run.cosines) == 0
+        extra = 3 * 4 - 1 if method in ("hyperdistill", "scaled_one_step") else 0    # one LinearEstimation at m = 0
+        assert run.jvps[-1] == 2 * per_opt[method] + extra
+        assert jvps_per_inner_opt(method, cfg, amortised=True) == run.jvps[-1] / 2
+        assert len(run.diagnostics) == 0
     hd = meta_train(cfg, "hyperdistill", seed=0, progress=False, diagnose_every=1)
     assert len(hd.theta) == 1 and 0 <= hd.theta[0][1] <= cfg.theta_max
-    assert set(hd.cosines[0][1]) == {"fo", "one_step", "gamma_sum", "hyperdistill", "drmad", "neumann"}
+    d = hd.diagnostics[0][1]
+    assert set(d["so"]) == {"one_step", "gamma_sum", "hd_unit", "drmad", "neumann"}
+    assert len(d["hd_draws"]["cos_exact"]) == 5 and d["theta_run"] == hd.theta[0][1]
+
+
+def test_theta_is_refit_every_estimation_period():
+    cfg = HyperDistillConfig(inner_steps=3, inner_opts=5, meta_batch=2, hidden=(6,), batch=3, neumann_last=2,
+                             estimation_period=2)
+    run = meta_train(cfg, "hyperdistill", seed=0, progress=False)
+    assert [m for m, _, _ in run.theta] == [0, 2, 4]
+    assert jvps_per_inner_opt("hyperdistill", cfg, amortised=True) == 3 + 3 * (3 * 3 - 1) / 5
+
+
+def test_methods_with_the_same_seed_see_the_same_tasks():
+    """Pairing: the task stream does not depend on the method (D* and LinearEstimation have their own streams)."""
+    seen = {}
+    for method in ("fo", "hyperdistill", "exact_online"):
+        problems = []
+
+        def make(gen, problems=problems):
+            p = QuadraticTasks.sample(2, gen, dim=3, examples=4)
+            problems.append(p.centre.clone())
+            return p
+
+        cfg = HyperDistillConfig(inner_steps=3, inner_opts=3, meta_batch=2, shots=4, batch=2, neumann_last=2)
+        meta_train(cfg, method, seed=7, progress=False, make_problem=make, lam0=torch.zeros(3))
+        seen[method] = torch.stack(problems)
+    assert torch.equal(seen["fo"], seen["hyperdistill"]) and torch.equal(seen["fo"], seen["exact_online"])
+
+
+def test_online_hypergradient_is_each_methods_equation():
+    """After step t of one inner optimisation: one-step = g^FO + alpha_t B_t; exact_online = reverse mode through
+    w_0..w_t; scaled one-step = g^FO + theta alpha_t B_t; HyperDistill = g^FO + theta S_t v_t at (w*_t, D*_t)."""
+    prob, lam, w0 = anil()
+    cfg = HyperDistillConfig(inner_steps=5, inner_lr=0.05, batch=3, shots=6, hidden=(6, 5), gamma=0.7)
+    batches = sample_batches(5, prob.n_examples, 3, torch.Generator().manual_seed(3))
+    ws = unroll(prob, w0, lam, batches, cfg.inner_lr)
+    states = {m: OnlineState([w0], theta=0.4) for m in METHODS}
+    for t in range(1, 6):
+        g = {m: online_hypergradient(m, prob, lam, states[m], ws[t - 1], ws[t], batches, t, cfg,
+                                     torch.Generator().manual_seed(t)) for m in METHODS}
+    exact = reverse_mode_hypergradient(prob, ws, lam, batches, cfg.inner_lr)
+    assert torch.allclose(g["exact_online"][0], exact, rtol=1e-10) and g["exact_online"][1] == 9
+    assert torch.allclose(g["one_step"][0], one_step_hypergradient(prob, ws, lam, batches, cfg.inner_lr), rtol=1e-10)
+    g_fo = first_order_hypergradient(prob, ws, lam)
+    assert torch.allclose(g["fo"][0], g_fo) and g["drmad"] == (None, 0)
+    assert torch.allclose(g["scaled_one_step"][0] - g_fo, 0.4 * (g["one_step"][0] - g_fo), rtol=1e-10)
+    # HyperDistill: w* is the EMA of w_0..w_4 (Eq. 13); its D* draws come from its own generator
+    alpha, _ = val_grads(prob, ws[-1], lam)
+    v = step_vjp(prob, alpha, distilled_point(ws[:-1], 0.7), lam, states["hyperdistill"].d_star, cfg.inner_lr)[1]
+    assert torch.allclose(states["hyperdistill"].w_star, distilled_point(ws[:-1], 0.7), rtol=1e-12)
+    assert torch.allclose(g["hyperdistill"][0], g_fo + 0.4 * horizon_sum(5, 0.7) * v, rtol=1e-10)
+
+
+def test_quadratic_tasks_have_zero_first_order_term_and_exact_distillation():
+    gen = torch.Generator().manual_seed(0)
+    prob = QuadraticTasks.sample(3, gen, dim=4, examples=6, dtype=D)
+    lam = torch.full((4,), -1.0, dtype=D)
+    batches = sample_batches(8, 6, 2, gen)
+    ws = unroll(prob, torch.zeros(3, 4, dtype=D), lam, batches, 0.3)
+    assert torch.count_nonzero(first_order_hypergradient(prob, ws, lam)) == 0
+    # B is linear in w and does not depend on the minibatch: the distilled JVP is the gamma-sum exactly
+    so_gsum = gamma_sum_hypergradient(prob, ws, lam, batches, 0.3, 0.8)
+    hd = hyperdistill_hypergradient(prob, ws, lam, batches, 0.3, 0.8, theta=1.0)
+    assert torch.allclose(hd, so_gsum, rtol=1e-10)
+    # and reverse mode matches finite differences on the batched problem
+    exact = reverse_mode_hypergradient(prob, ws, lam, batches, 0.3)
+    fd = torch.stack([(unrolled_val(prob, lam + h, torch.zeros(3, 4, dtype=D), batches, 0.3)
+                       - unrolled_val(prob, lam - h, torch.zeros(3, 4, dtype=D), batches, 0.3)) / 2e-6
+                      for h in 1e-6 * torch.eye(4, dtype=D)])
+    assert torch.allclose(exact, fd, rtol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------- bad input
@@ -285,14 +363,19 @@ def test_experiment_driver_smoke(tmp_path):
     import json
 
     from tutor.experiments import hyperdistill as driver
+    from tutor.experiments.regime import check_regime
 
     out = tmp_path / "hd.json"
     assert driver.main(["--seeds", "0", "1", "--inner-opts", "1", "--meta-batch", "2", "--inner-steps", "3",
                         "--n-tasks", "4", "--out", str(out)]) == 0
     rec = json.loads(out.read_text())
-    assert {"command", "date", "torch", "tuning", "results", "gamma_ablation"} <= set(rec)
+    assert {"command", "date", "torch", "tuning", "results", "runs", "regime"} <= set(rec)
     for m in driver.HEADLINE:
         assert rec["tuning"]["chosen"][m] > 0
         rows = rec["results"][m]
         assert len(rows) == 2 and all(len(r["per_task"]) == 4 for r in rows)
         assert all(abs(sum(r["per_task"]) / 4 - r["mse"]) < 1e-5 for r in rows)
+    assert rec["tuning"]["gamma"] in driver.GAMMA_GRID
+    assert rec["results"]["hyperdistill"][0]["diagnostics"] and not rec["results"]["fo"][0]["diagnostics"]
+    check_regime(rec["regime"])
+    assert len(rec["regime"]) == 4 and {m["method"] for m in rec["regime"]} == {"hyperdistill", "exact_online"}

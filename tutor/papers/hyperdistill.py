@@ -33,11 +33,17 @@ Equations (numbered as in the paper) -> functions:
 * Alg. 4 / Eq. 16-18, LinearEstimation of ``theta`` by least squares through the origin
                                                                     -> :func:`linear_estimation`, :func:`fit_theta`
 * Alg. 3, the online loop (lambda moves after every inner step; Reptile on the initialisation of w)
-                                                                    -> :func:`meta_train`
+                                                                    -> :func:`meta_train`, with the hypergradient
+  of every method after inner step t in one place               -> :func:`online_hypergradient`
+  (``exact_online``: reverse mode through w_0..w_t after every step, 2t - 1 JVPs, the ceiling;
+  ``scaled_one_step``: gamma = 0 with a fitted theta, the control that separates a length fix from the
+  distilled direction)
 
-Two inner problems: :class:`QuadraticProblem` (notes §6.4: per-coordinate L2 strength ``e^lam`` as the
-hyperparameter; exact Jacobians, the exactness identities) and :class:`ANILRegression` (the paper's
-App. G sinusoid experiment: a tanh feature extractor is ``lam``, a linear head with bias is ``w``;
+Three inner problems: :class:`QuadraticTasks` (a meta-batch of noisy quadratics with a
+per-coordinate L2 strength as lam; its first-order term is identically zero), :class:`QuadraticProblem`
+(notes §6.4: per-coordinate L2 strength ``e^lam`` as the hyperparameter; exact Jacobians, the exactness
+identities) and :class:`ANILRegression` (the paper's App. G sinusoid experiment: a tanh feature
+extractor is ``lam``, a linear head with bias is ``w``;
 vectorised over the tasks of a meta-batch).
 
 Deliberate simplifications (see the notes §3.12 and §9):
@@ -47,8 +53,8 @@ Deliberate simplifications (see the notes §3.12 and §9):
 * the **trajectory is stored** for Eq. 17 (LinearEstimation's distilled points use the true iterates;
   its back-pass uses the interpolated iterates of DrMAD, as Alg. 4 does; ``exact_backpass=True``
   uses the true ones);
-* **theta is clipped** to ``[0, theta_max]`` and the unclipped value is logged; with few inner-opts
-  it is fitted once at m = 0 (the period of 50 is kept as a setting);
+* **theta is clipped** to ``[0, theta_max]`` and the unclipped value is logged; it is refit every
+  ``estimation_period`` inner-opts (default 5 of M = 30: the paper refits 20 times in M = 1000, every 50);
 * **tanh features and lr 0.02** instead of ReLU and lr 0.01 with momentum (the ReLU port diverged in
   the notes' prototypes), Adam on lam as in App. G; the query-set size (30) and meta-learning the head
   by Reptile are our choices (the paper does not state them);
@@ -74,8 +80,9 @@ __all__ = ["QuadraticProblem", "ANILRegression", "init_features", "inner_step", 
            "one_step_hypergradient", "gamma_sum_hypergradient", "drmad_hypergradient", "neumann_ift_hypergradient",
            "ema_weight", "ema_update", "distilled_point", "reversed_distilled_point", "distilled_batch_update",
            "horizon_sum", "hyperdistill_hypergradient", "LinearEstimate", "linear_estimation", "fit_theta",
-           "HyperDistillConfig", "METHODS", "jvps_per_inner_opt", "meta_train", "MetaRun", "meta_test_mse",
-           "estimator_cosines", "cosine"]
+           "HyperDistillConfig", "METHODS", "FITTED", "method_gamma", "jvps_per_inner_opt", "OnlineState",
+           "online_hypergradient", "streams", "meta_train", "MetaRun", "meta_test_mse", "QuadraticTasks",
+           "estimator_diagnostics", "estimator_cosines", "cosine"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,6 +157,7 @@ class ANILRegression:
         self.hidden = tuple(hidden)
         self.n_examples = support_x.shape[1]
         self.tasks = support_x.shape[0]
+        self.head_size = self.hidden[-1] + 1
 
     @classmethod
     def from_episode(cls, episode, hidden=(40, 40, 40)) -> ANILRegression:
@@ -464,9 +472,55 @@ def fit_theta(x: torch.Tensor, y: torch.Tensor, theta_max: float = 10.0) -> tupl
 
 
 # --------------------------------------------------------------------------------------------
+# a meta-batch of quadratics whose first-order term is identically zero (regime map)
+# --------------------------------------------------------------------------------------------
+class QuadraticTasks:
+    """A meta-batch of noisy diagonal quadratics with a per-coordinate L2 strength ``e^lam`` as the hyperparameter.
+
+    Task ``i``: ``L_train(w_i) = 1/2 sum_j k_j (w_ij - c_ij)^2 + 1/2 sum_j e^{lam_j} w_ij^2 + mean_{D} xi_ik^T w_i``,
+    ``L_val(w_i) = 1/2 ||w_i - rho (.) c_i||^2`` (the validation optimum is a shrunk copy of the training
+    optimum, so some L2 strength helps).  ``L_val`` does not depend on lam: the first-order term ``g^FO`` is
+    identically zero and the whole hypergradient is the second-order term (the paper's sharpest case).
+    ``w`` is ``(tasks, P)``; ``L_train`` sums the tasks' losses and ``L_val`` averages them.
+    """
+
+    def __init__(self, curvature: torch.Tensor, centre: torch.Tensor, target: torch.Tensor, noise: torch.Tensor):
+        if centre.dim() != 2 or target.shape != centre.shape or curvature.shape != centre.shape[-1:]:
+            raise ValueError(f"centre and target must be (tasks, P) and curvature (P,), got {tuple(centre.shape)}, "
+                             f"{tuple(target.shape)} and {tuple(curvature.shape)}")
+        if noise.dim() != 3 or noise.shape[0] != centre.shape[0] or noise.shape[2] != centre.shape[1]:
+            raise ValueError(f"noise must be (tasks, n, P), got {tuple(noise.shape)}")
+        self.curvature, self.centre, self.target, self.noise = curvature, centre, target, noise
+        self.tasks, self.n_examples, self.head_size = centre.shape[0], noise.shape[1], centre.shape[1]
+
+    @classmethod
+    def sample(cls, tasks: int, gen: torch.Generator, dim: int = 8, examples: int = 16, noise: float = 0.5,
+               dtype=torch.float32) -> QuadraticTasks:
+        """``tasks`` quadratics: curvatures ``k`` log-spaced in [0.03, 1], shrink factors ``rho`` in [0.3, 0.9]
+        (fixed), centres ``c ~ N(0, I)`` and minibatch noise ``xi ~ N(0, noise^2 I)`` per task."""
+        k = torch.logspace(-1.5, 0.0, dim, dtype=dtype)
+        rho = torch.linspace(0.3, 0.9, dim, dtype=dtype)
+        c = torch.randn(tasks, dim, generator=gen).to(dtype)
+        xi = noise * torch.randn(tasks, examples, dim, generator=gen).to(dtype)
+        return cls(k, c, rho * c, xi)
+
+    def train_loss(self, w, lam, idx):
+        d = w - self.centre
+        return (0.5 * (self.curvature * d ** 2).sum() + 0.5 * (lam.exp() * w ** 2).sum()
+                + (self.noise[:, idx].mean(1) * w).sum())
+
+    def per_task_val_loss(self, w, lam) -> torch.Tensor:
+        return 0.5 * ((w - self.target) ** 2).sum(-1)
+
+    def val_loss(self, w, lam):
+        return self.per_task_val_loss(w, lam).mean()
+
+
+# --------------------------------------------------------------------------------------------
 # Alg. 3: online hyperparameter meta-learning
 # --------------------------------------------------------------------------------------------
-METHODS = ("fo", "one_step", "hyperdistill", "drmad", "neumann")
+METHODS = ("fo", "one_step", "scaled_one_step", "hyperdistill", "exact_online", "drmad", "neumann")
+FITTED = ("scaled_one_step", "hyperdistill")      # the methods whose JVP is scaled by a fitted theta
 
 
 @dataclass
@@ -485,7 +539,7 @@ class HyperDistillConfig:
     reptile_lr: float = 1.0        # eta_Reptile on the head initialisation phi
     gamma: float = 0.9             # HyperDistill decay
     theta_max: float = 10.0        # clip of the fitted scale
-    estimation_period: int = 50    # refit theta at m = 0, 50, 100, ...
+    estimation_period: int = 5     # refit theta at m = 0, 5, 10, ... (the paper: every 50 of M = 1000)
     neumann_terms: int = 3         # N of N.IFT(N, K) (App. G: (3, 5))
     neumann_last: int = 5          # K of N.IFT(N, K): online in the last K steps
 
@@ -503,14 +557,72 @@ class HyperDistillConfig:
             raise ValueError(f"neumann_last must be in [1, inner_steps={self.inner_steps}], got {self.neumann_last}")
 
 
-def jvps_per_inner_opt(method: str, cfg: HyperDistillConfig) -> int:
-    """The paper's #JVP per inner optimisation (Table 2), excluding HyperDistill's amortised LinearEstimation."""
+def method_gamma(method: str, cfg: HyperDistillConfig) -> float:
+    """The decay a fitted method distils with: the config's gamma, or 0 for the scaled one-step control."""
+    return 0.0 if method == "scaled_one_step" else cfg.gamma
+
+
+def jvps_per_inner_opt(method: str, cfg: HyperDistillConfig, amortised: bool = False) -> float:
+    """The paper's #JVP per inner optimisation (Table 2).  ``amortised=True`` adds the LinearEstimation fits
+    (``3T - 1`` JVPs each, at m = 0, P, 2P, ... of M) spread over the M inner optimisations."""
     T = cfg.inner_steps
-    counts = {"fo": 0, "one_step": T, "hyperdistill": T, "drmad": 2 * T - 1,
-              "neumann": (cfg.neumann_terms + 1) * cfg.neumann_last, "reverse_mode_online": T * T}
+    counts = {"fo": 0, "one_step": T, "scaled_one_step": T, "hyperdistill": T, "exact_online": T * T,
+              "drmad": 2 * T - 1, "neumann": (cfg.neumann_terms + 1) * cfg.neumann_last, "reverse_mode_online": T * T}
     if method not in counts:
         raise ValueError(f"method must be one of {sorted(counts)}, got {method!r}")
-    return counts[method]
+    n = counts[method]
+    if amortised and method in FITTED:
+        fits = math.ceil(cfg.inner_opts / cfg.estimation_period)
+        return n + fits * (3 * T - 1) / cfg.inner_opts
+    return n
+
+
+@dataclass
+class OnlineState:
+    """What Alg. 3 carries through one inner optimisation: the stored iterates (exact online reverse mode),
+    the fitted scale theta, the distilled point ``w*_t`` and batch ``D*_t``."""
+
+    ws: list
+    theta: float = 1.0
+    w_star: torch.Tensor | None = None
+    d_star: torch.Tensor | None = None
+
+
+def online_hypergradient(method: str, problem, lam, state: OnlineState, w_prev, w, batches, t: int,
+                         cfg: HyperDistillConfig, gen: torch.Generator) -> tuple[torch.Tensor | None, int]:
+    """The hypergradient Alg. 3 applies to lam right after inner step ``t`` (``w_prev = w_{t-1}``, ``w = w_t``),
+    and its JVP count; ``(None, 0)`` when the method leaves lam alone at this step (DrMAD is offline; N.IFT
+    acts in the last K steps only).  ``gen`` draws the distilled batches (its own stream).
+
+    * fo:               ``g^FO_t``
+    * one_step:         ``g^FO_t + alpha_t B_t``
+    * hyperdistill:     ``g^FO_t + theta S_t v_t``, ``v_t = alpha_t dPhi(w*_t, lam; D*_t)/dlam`` (Eq. 13-15)
+    * scaled_one_step:  the same with gamma = 0: ``g^FO_t + theta alpha_t B_t`` (theta fitted at gamma = 0)
+    * exact_online:     exact reverse mode through ``w_0..w_t`` (Alg. 1, ``2t - 1`` JVPs)
+    * neumann:          N.IFT(N, K) at ``w_t``
+    """
+    T, eta, idx = cfg.inner_steps, cfg.inner_lr, batches[t - 1]
+    if method in FITTED:                                # Eq. 13-14: w*_t mixes w_0..w_{t-1}; D*_t mixes D_1..D_t
+        gamma = method_gamma(method, cfg)
+        state.w_star = ema_update(state.w_star, w_prev, t, gamma)
+        state.d_star = idx if t == 1 else distilled_batch_update(state.d_star, idx, ema_weight(t, gamma), gen)
+    if method == "exact_online":
+        state.ws.append(w)
+    if method == "drmad" or (method == "neumann" and t <= T - cfg.neumann_last):
+        return None, 0
+    alpha, g_fo = val_grads(problem, w, lam)            # alpha_t at the new w_t
+    if method == "fo":
+        return g_fo, 0
+    if method == "one_step":
+        return g_fo + step_vjp(problem, alpha, w_prev, lam, idx, eta)[1], 1
+    if method in FITTED:                                # Eq. 15
+        v = step_vjp(problem, alpha, state.w_star, lam, state.d_star, eta)[1]
+        return g_fo + state.theta * horizon_sum(t, gamma) * v, 1
+    if method == "exact_online":
+        return reverse_mode_hypergradient(problem, torch.stack(state.ws), lam, batches[:t], eta), 2 * t - 1
+    if method == "neumann":
+        return neumann_ift_hypergradient(problem, w, lam, idx, eta, cfg.neumann_terms), cfg.neumann_terms + 1
+    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
 
 
 @dataclass
@@ -522,7 +634,7 @@ class MetaRun:
     val_loss: list[float] = field(default_factory=list)     # mean L_val(w_T) of each inner-opt
     jvps: list[int] = field(default_factory=list)           # cumulative JVPs after each inner-opt
     theta: list[tuple[int, float, float]] = field(default_factory=list)   # (m, clipped, raw)
-    cosines: list[tuple[int, dict]] = field(default_factory=list)         # (m, {estimator: cos to exact})
+    diagnostics: list[tuple[int, dict]] = field(default_factory=list)     # (m, estimator_diagnostics(...))
 
 
 def _sinusoid_problem(sampler, cfg, gen, dtype):
@@ -530,22 +642,37 @@ def _sinusoid_problem(sampler, cfg, gen, dtype):
     return ANILRegression.from_episode(ep, cfg.hidden)
 
 
-def meta_train(cfg: HyperDistillConfig, method: str, seed: int = 0, sampler=None, dtype=torch.float32,
-               diagnose_every: int = 0, diagnose_problem=None, progress: bool | None = None) -> MetaRun:
-    """Alg. 3 on sinusoid tasks: ``M`` inner optimisations of a meta-batch in parallel; after every inner step
-    lam takes an Adam step on the method's hypergradient (DrMAD: once per inner-opt on its offline
-    estimate; N.IFT: in the last K steps); after each inner-opt Reptile moves the head init phi.
+def streams(seed: int) -> dict:
+    """The generators of one run, one per source of randomness, so that runs of different methods with the
+    same seed see the same initialisation and the same tasks and minibatches (paired comparisons):
+    ``tasks`` (lam's initialisation, then the task stream), ``distilled`` (the D* draws of the online loop),
+    ``estimation`` (LinearEstimation's D* draws), ``diagnostics``."""
+    return {name: torch.Generator().manual_seed(seed + 1_000_003 * k)
+            for k, name in enumerate(("tasks", "distilled", "estimation", "diagnostics"))}
 
-    ``diagnose_every > 0`` records, every that many inner-opts, the cosine of each estimator at horizon T
-    to exact reverse mode on ``diagnose_problem`` (see :func:`estimator_cosines`)."""
+
+def meta_train(cfg: HyperDistillConfig, method: str, seed: int = 0, sampler=None, dtype=torch.float32,
+               diagnose_every: int = 0, diagnose_problem=None, progress: bool | None = None,
+               make_problem=None, lam0: torch.Tensor | None = None) -> MetaRun:
+    """Alg. 3: ``M`` inner optimisations of a meta-batch in parallel; lam takes an Adam step on the method's
+    hypergradient after every inner step (:func:`online_hypergradient`; DrMAD: once per inner-opt on its
+    offline estimate); the fitted methods refit theta by LinearEstimation every ``estimation_period``
+    inner-opts; after each inner-opt Reptile moves the head initialisation phi.
+
+    Defaults: sinusoid ANIL tasks from ``sampler`` (``make_problem(gen) -> problem`` and ``lam0`` replace
+    them, e.g. :class:`QuadraticTasks`).  The task stream, the D* draws and LinearEstimation use separate
+    generators (:func:`streams`), so every method sees the same tasks for a seed.  ``diagnose_every > 0``
+    records :func:`estimator_diagnostics` every that many inner-opts on ``diagnose_problem``."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     from tutor.data.tasks import SinusoidTasks
 
-    sampler = sampler or SinusoidTasks()
-    gen = torch.Generator().manual_seed(seed)
-    lam = init_features(gen, cfg.hidden, dtype).requires_grad_()
-    phi = torch.zeros(cfg.hidden[-1] + 1, dtype=dtype)
+    gens = streams(seed)
+    if make_problem is None:
+        sampler = sampler or SinusoidTasks()
+        make_problem = lambda gen: _sinusoid_problem(sampler, cfg, gen, dtype)   # noqa: E731
+    lam = (init_features(gens["tasks"], cfg.hidden, dtype) if lam0 is None else lam0.detach().clone()).requires_grad_()
+    phi = None
     opt = torch.optim.Adam([lam], lr=cfg.hyper_lr)
     T, eta, theta = cfg.inner_steps, cfg.inner_lr, 1.0
     run, jvps = MetaRun(lam, phi), 0
@@ -561,52 +688,98 @@ def meta_train(cfg: HyperDistillConfig, method: str, seed: int = 0, sampler=None
         opt.step()
 
     for m in tqdm(range(cfg.inner_opts), desc=method, disable=not progress, leave=False, mininterval=0.5):
-        problem = _sinusoid_problem(sampler, cfg, gen, dtype)
-        batches = sample_batches(T, problem.n_examples, cfg.batch, gen)
+        problem = make_problem(gens["tasks"])
+        batches = sample_batches(T, problem.n_examples, cfg.batch, gens["tasks"])
+        if phi is None:
+            phi = torch.zeros(problem.head_size, dtype=dtype)         # the heads' initialisation (Reptile)
         w0 = phi.expand(problem.tasks, -1).clone()
-        if method == "hyperdistill" and m % cfg.estimation_period == 0:
+        if method in FITTED and m % cfg.estimation_period == 0:        # Alg. 3: theta <- LinearEstimation
             est = linear_estimation(problem, unroll(problem, w0, lam, batches, eta), lam.detach(), batches, eta,
-                                    cfg.gamma, cfg.theta_max, gen)
+                                    method_gamma(method, cfg), cfg.theta_max, gens["estimation"])
             theta, jvps = est.theta, jvps + est.jvps
             run.theta.append((m, est.theta, est.theta_raw))
         if diagnose_every and m % diagnose_every == 0:
-            run.cosines.append((m, estimator_cosines(diagnose_problem or problem, phi, lam.detach(), cfg, theta)))
-        w, w_star, d_star = w0, None, None
-        for t in range(1, T + 1):
-            idx = batches[t - 1]
-            if method == "hyperdistill":                    # Eq. 13-14 before the step: w*_t mixes w_0..w_{t-1}
-                w_star = ema_update(w_star, w, t, cfg.gamma)
-                d_star = idx if t == 1 else distilled_batch_update(d_star, idx, ema_weight(t, cfg.gamma), gen)
-            w_prev, w = w, inner_step(problem, w, lam.detach(), idx, eta, guard=inner_guard)
-            if method == "drmad":
-                continue
-            alpha, g = val_grads(problem, w, lam.detach())  # alpha_t at the new w_t
-            if method == "one_step":
-                g, jvps = g + step_vjp(problem, alpha, w_prev, lam, idx, eta)[1], jvps + 1
-            elif method == "hyperdistill":                  # Eq. 15: g^FO + theta S_t v_t
-                v = step_vjp(problem, alpha, w_star, lam, d_star, eta)[1]
-                g, jvps = g + theta * horizon_sum(t, cfg.gamma) * v, jvps + 1
-            elif method == "neumann":
-                if t <= T - cfg.neumann_last:
-                    continue
-                g = neumann_ift_hypergradient(problem, w, lam.detach(), idx, eta, cfg.neumann_terms)
-                jvps += cfg.neumann_terms + 1
-            hyper_step(g)
-        if method == "drmad":                               # offline: one update per inner-opt
+            run.diagnostics.append((m, estimator_diagnostics(diagnose_problem or problem, phi, lam.detach(), cfg,
+                                                             theta if method in FITTED else None)))
+        state, w = OnlineState([w0], theta), w0
+        for t in range(1, T + 1):                                     # w_t = Phi(w_{t-1}, lam; D_t)
+            w_prev, w = w, inner_step(problem, w, lam.detach(), batches[t - 1], eta, guard=inner_guard)
+            g, n = online_hypergradient(method, problem, lam.detach(), state, w_prev, w, batches, t, cfg,
+                                        gens["distilled"])
+            if g is not None:                                         # lam <- lam - eta_hyper g (Adam)
+                hyper_step(g)
+                jvps += n
+        if method == "drmad":                                         # offline: one update per inner-opt
             ws = unroll(problem, w0, lam, batches, eta)
             hyper_step(drmad_hypergradient(problem, ws, lam.detach(), batches, eta))
             jvps += 2 * T - 1
             w = ws[-1]
         run.val_loss.append(val_guard(problem.val_loss(w, lam.detach()), where=f"at inner-opt {m} ({method})"))
         run.jvps.append(jvps)
-        phi = phi - cfg.reptile_lr * (phi - w.mean(0))       # Reptile on the head initialisation
+        phi = phi - cfg.reptile_lr * (phi - w.mean(0))               # Reptile on the head initialisation
     run.lam, run.phi = lam.detach(), phi.detach()
     return run
 
 
+def _so_stats(est: torch.Tensor, exact: torch.Tensor) -> dict:
+    """cosine, projection ``est^T exact / |exact|^2`` and length ratio ``|est| / |exact|`` of two SO terms."""
+    n2 = (exact.flatten() @ exact.flatten()).clamp_min(1e-300)
+    return {"cos": cosine(est, exact), "proj": (est.flatten() @ exact.flatten() / n2).item(),
+            "ratio": (est.norm() / n2.sqrt()).item()}
+
+
+def estimator_diagnostics(problem, phi, lam, cfg: HyperDistillConfig, theta_run: float | None = None,
+                          gen: torch.Generator | None = None, draws: int = 5) -> dict:
+    """How well each estimator's second-order (SO) term matches the exact one, on one trajectory of horizon T
+    from ``phi`` (the paper's Fig. 3b/c quantity, plus the lengths).
+
+    Returns ``exact_so_norm`` and ``fo_norm``; ``so[name] = {cos, proj, ratio}`` (cosine to the exact SO term,
+    projection onto it over its squared length, length ratio) for ``one_step`` (``alpha_T B_T``),
+    ``gamma_sum`` (Eq. 7, unscaled), ``hd_unit`` (the distilled ``S_T v_T`` with theta = 1; multiply proj and
+    ratio by any theta), ``drmad`` and ``neumann``; ``theta_refit`` / ``theta0_refit``: LinearEstimation on
+    this trajectory at gamma and at 0 (fresh thetas of HyperDistill and of the scaled one-step control);
+    ``theta_run``: the run's current theta (None for unfitted methods); ``hd_draws``: cosines of ``draws``
+    distilled JVPs (fresh D* draws) to the exact SO term and to the gamma-sum; ``full``: cosines of full
+    hypergradients to exact, with the thetas named in the keys."""
+    gen = gen if gen is not None else torch.Generator().manual_seed(1)
+    T, eta, gamma = cfg.inner_steps, cfg.inner_lr, cfg.gamma
+    batches = sample_batches(T, problem.n_examples, cfg.batch, gen)
+    w0 = phi.expand(problem.tasks, -1).clone()
+    ws = unroll(problem, w0, lam, batches, eta)
+    exact = reverse_mode_hypergradient(problem, ws, lam, batches, eta)
+    alpha, g_fo = val_grads(problem, ws[-1], lam)
+    so = exact - g_fo
+    jv = [step_vjp(problem, alpha, ws[i - 1], lam, batches[i - 1], eta)[1] for i in range(1, T + 1)]
+    gsum = sum(gamma ** (T - i) * jv[i - 1] for i in range(1, T + 1))
+    w_star, hd = distilled_point(ws[:-1], gamma), []
+    for _ in range(draws):
+        d_star = batches[0]
+        for t in range(2, T + 1):
+            d_star = distilled_batch_update(d_star, batches[t - 1], ema_weight(t, gamma), gen)
+        hd.append(horizon_sum(T, gamma) * step_vjp(problem, alpha, w_star, lam, d_star, eta)[1])
+    fit = linear_estimation(problem, ws, lam, batches, eta, gamma, cfg.theta_max, gen)
+    fit0 = linear_estimation(problem, ws, lam, batches, eta, 0.0, cfg.theta_max, gen)
+    est = {"one_step": jv[-1], "gamma_sum": gsum, "hd_unit": hd[0],
+           "drmad": drmad_hypergradient(problem, ws, lam, batches, eta) - g_fo,
+           "neumann": neumann_ift_hypergradient(problem, ws[-1], lam, batches[-1], eta, cfg.neumann_terms) - g_fo}
+    full = {"fo": cosine(g_fo, exact), "one_step": cosine(g_fo + jv[-1], exact),
+            "scaled_one_step_refit": cosine(g_fo + fit0.theta * jv[-1], exact),
+            "hyperdistill_refit": cosine(g_fo + fit.theta * hd[0], exact),
+            "drmad": cosine(g_fo + est["drmad"], exact), "neumann": cosine(g_fo + est["neumann"], exact)}
+    if theta_run is not None:
+        full["fitted_run_theta"] = cosine(g_fo + theta_run * hd[0], exact)
+    return {"exact_so_norm": so.norm().item(), "fo_norm": g_fo.norm().item(),
+            "so": {k: _so_stats(v, so) for k, v in est.items()},
+            "theta_refit": fit.theta, "theta_refit_raw": fit.theta_raw, "theta0_refit": fit0.theta,
+            "theta_run": theta_run, "gamma": gamma,
+            "hd_draws": {"cos_exact": [cosine(h, so) for h in hd], "cos_gamma_sum": [cosine(h, gsum) for h in hd]},
+            "full": full}
+
+
 def estimator_cosines(problem, phi, lam, cfg: HyperDistillConfig, theta: float,
                       gen: torch.Generator | None = None) -> dict:
-    """Cosine to exact reverse mode of every estimator at horizon T from ``phi`` (one trajectory)."""
+    """Cosine to exact reverse mode of every estimator's full hypergradient at horizon T from ``phi`` (one
+    trajectory); the HyperDistill entry uses the given ``theta``."""
     gen = gen if gen is not None else torch.Generator().manual_seed(1)
     T, eta = cfg.inner_steps, cfg.inner_lr
     batches = sample_batches(T, problem.n_examples, cfg.batch, gen)
@@ -622,8 +795,9 @@ def estimator_cosines(problem, phi, lam, cfg: HyperDistillConfig, theta: float,
     return {k: cosine(v, exact) for k, v in est.items()}
 
 
-def meta_test_mse(problem: ANILRegression, phi, lam, cfg: HyperDistillConfig, seed: int = 0) -> torch.Tensor:
-    """Per-task query MSE ``(tasks,)`` after T inner SGD steps from ``phi`` with lam fixed."""
+def meta_test_mse(problem, phi, lam, cfg: HyperDistillConfig, seed: int = 0) -> torch.Tensor:
+    """Per-task validation loss ``(tasks,)`` (query MSE for ANIL) after T inner SGD steps from ``phi`` with lam
+    fixed."""
     gen = torch.Generator().manual_seed(seed)
     batches = sample_batches(cfg.inner_steps, problem.n_examples, cfg.batch, gen)
     w = phi.expand(problem.tasks, -1).clone()
@@ -631,4 +805,3 @@ def meta_test_mse(problem: ANILRegression, phi, lam, cfg: HyperDistillConfig, se
         w = inner_step(problem, w, lam, idx, cfg.inner_lr)
     with torch.no_grad():
         return problem.per_task_val_loss(w, lam)
-
