@@ -11,7 +11,8 @@ reused, not rerun; ~30 min on one core)::
     python -m tutor.experiments.meta_dropout --extend data/results/meta_dropout.json \\
         --add controls shots lr budget --out data/results/meta_dropout.json --overwrite
 
-Without ``--extend`` the parts named by ``--add`` run after the table, in one command.
+Without ``--extend`` the parts named by ``--add`` run after the table, in one command.  The file is
+written after each part, and runs already in the ``--extend`` file are not repeated (a rerun resumes).
 
 Protocol (same for every method): the fast MLP learner (196-128-128-10 with batch norm after the
 noisy product) on 14x14 glyphs; 10-way 1-shot, 10 queries per class; 5 second-order inner steps;
@@ -241,9 +242,16 @@ def _base(args, record, train, val, test):
             print(f"seed {seed}: Meta-Dropout (S=10) - MAML = {c}")
 
 
+def _has(record, **match) -> bool:
+    """Whether ``record`` already holds a run with these fields (a rerun resumes instead of repeating)."""
+    return any(all(r.get(k) == v for k, v in match.items()) for r in record["runs"])
+
+
 def _controls(args, record, train, test):
     for seed in args.seeds:
         for variant in CONTROL_VARIANTS:
+            if _has(record, variant=variant, seed=seed, shots=1, steps=args.steps):
+                continue
             inner_lr = _rate(record, variant)
             learner, meta, _, secs = train_variant(variant, train, args.steps, seed, inner_lr=inner_lr)
             common = {"seed": seed, "inner_lr": inner_lr, "shots": 1, "steps": args.steps,
@@ -262,6 +270,8 @@ def _shots(args, record, tuning_seed):
         train, val, test = glyph_tasks(shots=shots, n_val=args.val_episodes, n_test=args.test_episodes)
         for seed in args.seeds:
             for variant in SHOT_VARIANTS:
+                if _has(record, variant=variant, seed=seed, shots=shots, steps=args.steps):
+                    continue
                 inner_lr = _rate(record, variant)
                 learner, meta, _, secs = train_variant(variant, train, args.steps, seed, inner_lr=inner_lr)
                 record["runs"] += _score(learner, meta, variant, test,
@@ -289,6 +299,8 @@ def _lr(args, record, tuning_seed):
 def _budget(args, record, train, test, tuning_seed):
     """MAML and Meta-Dropout for ``budget_steps``, in chunks of ``steps`` with one Adam state, scored per chunk."""
     for variant in ("MAML", "Meta-Dropout"):
+        if _has(record, variant=variant, part="budget", steps=args.budget_steps):
+            continue
         inner_lr = _rate(record, variant)
         learner = make_learner(variant, ways=train.ways, size=train.images.shape[-1], inner_lr=inner_lr)
         torch.manual_seed(tuning_seed)
@@ -314,7 +326,8 @@ def main(argv=None) -> int:
     p.add_argument("--val-episodes", type=cli_int(1), default=200)
     p.add_argument("--test-episodes", type=cli_int(2), default=300)
     p.add_argument("--add", nargs="*", default=[], choices=PARTS, metavar="PART",
-                   help=f"parts to run after the table (or on the --extend file), any of {list(PARTS)}")
+                   help=f"parts to run after the table (or on the --extend file), in this order, any of {list(PARTS)}; "
+                        "runs already in the file are kept, not repeated")
     p.add_argument("--extend", type=Path, default=None, metavar="RESULTS",
                    help="reuse this results file's tuning and runs (no retraining) and add the --add parts to it")
     p.add_argument("--shots", type=cli_int(2), nargs="+", default=[5], help="shot counts of the shots part (>= 2)")
@@ -359,9 +372,7 @@ def main(argv=None) -> int:
             record["added"] = [{"command": command, "date": record["date"], "parts": args.add}]
         _write(out, record)
     tuning_seed = 0                             # the 1-shot rates were chosen on seed 0
-    for part in PARTS:                          # in this order, writing after each part
-        if part not in args.add:
-            continue
+    for part in dict.fromkeys(args.add):       # in the order given, writing after each part
         if part == "controls":
             _controls(args, record, train, test)
         elif part == "shots":
