@@ -17,8 +17,9 @@
 # **Learning goals.** After this notebook you can
 # 1. say what a *task* (an *episode*) is and build N-way K-shot episodes from a pool of classes;
 # 2. write MAML's inner update and meta-objective and find each in `tutor.meta`;
-# 3. run MAML, FOMAML, Reptile and ProtoNet on the same few-shot problem and compare them
-#    fairly: same test episodes, 95% confidence intervals, paired differences;
+# 3. run MAML, FOMAML, Reptile and ProtoNet on the same few-shot problem and compare them on
+#    the same test episodes with 95% confidence intervals and paired differences — here at equal
+#    meta-steps, untuned, one training seed (what that does and does not allow you to conclude);
 # 4. explain what the second-order term of MAML is and what dropping it (FOMAML) costs.
 #
 # **Prerequisites.** PyTorch tensors and autograd; gradient descent; cross-entropy.
@@ -176,20 +177,24 @@ print(f"meta-training took {time.perf_counter() - t0:.1f} s")
 # Score on 50 fixed test tasks (10 support points, 50 query points, 10 inner steps at test time)
 # against the same network adapted from a random initialisation, i.e. learning from scratch with
 # the same inner loop. The random start needs a smaller step to stay finite, so it gets its own
-# best inner learning rate from a small grid (the same tuning budget as the MAML side).
+# inner learning rate, chosen from a grid on 50 *separate* validation tasks (never on the tasks
+# it is scored on). MAML's rate (0.01) is the paper's and is not tuned here.
 
 # %%
 sine_test = [sines.sample(10, 50, gen=10_000 + i) for i in range(50)]
+sine_val = [sines.sample(10, 50, gen=20_000 + i) for i in range(50)]      # for choosing the random start's lr
 maml_mse = evaluate(sine_maml, sine_meta, sine_test, metric="loss")
-scratch_results = {}
-for lr in (0.001, 0.003, 0.01):
+scratch_val = {}
+for lr in (0.0001, 0.0003, 0.001, 0.003, 0.01):
     scratch = MAML(sine_net, inner_lr=lr, inner_steps=10, loss="mse")
     try:
-        scratch_results[lr] = evaluate(scratch, scratch.init(gen=SEED + 1, device=device), sine_test, metric="loss")
+        scratch_val[lr] = evaluate(scratch, scratch.init(gen=SEED + 1, device=device), sine_val, metric="loss").mean
     except FloatingPointError as err:          # a diverging inner loop stops with a clear message
         print(f"inner lr {lr}: {err}")
-best_lr = min(scratch_results, key=lambda k: scratch_results[k].mean)
-scratch_mse = scratch_results[best_lr]
+best_lr = min(scratch_val, key=scratch_val.get)
+print("random start, validation MSE by inner lr:", {k: round(v, 3) for k, v in scratch_val.items()}, "-> lr", best_lr)
+scratch = MAML(sine_net, inner_lr=best_lr, inner_steps=10, loss="mse")
+scratch_mse = evaluate(scratch, scratch.init(gen=SEED + 1, device=device), sine_test, metric="loss")
 print(f"query MSE after 10 steps  MAML init: {maml_mse}   random init (lr {best_lr}): {scratch_mse}")
 paired = compare(scratch_mse, maml_mse)
 print("MAML - random init:", paired)
@@ -236,7 +241,11 @@ widgets.interactive(draw_sine_adaptation, task=widgets.slider(0, 0, len(sine_tes
 #
 # Now the few-shot image problem. All methods get the **same** network family, the **same**
 # number of meta-training steps and tasks (meta-batch 4), the same meta-optimiser (Adam), and are
-# scored on the **same 300 fixed test episodes** drawn from held-out classes.
+# scored on the **same 300 fixed test episodes** drawn from held-out classes. What is *not* equal:
+# the inner loops differ (MAML and FOMAML 1 step at rate 0.4, Reptile 3 steps at 0.2, ProtoNet
+# none), **no method's settings are tuned**, and there is **one training seed**: the intervals
+# below are over test episodes only, not over training runs. So this is a comparison at equal
+# meta-steps, untuned, one seed — a demonstration of the protocol, not a ranking of the methods.
 #
 # * **ProtoNet**: embed, average each class's support embeddings into a prototype, classify a
 #   query by its squared distance to the prototypes. No inner loop.
@@ -294,16 +303,22 @@ fig.tight_layout()
 # %%
 for a, b in (("MAML", "ProtoNet"), ("FOMAML", "MAML"), ("Reptile", "MAML")):
     print(f"{b:8s} - {a:8s}: {compare(results[a], results[b])}  points")
-for name, r in results.items():
-    assert r.mean > 0.40, f"{name} should be well above chance (20%) after meta-training"
+proto_gap = {name: compare(results[name], results["ProtoNet"]) for name in ("MAML", "FOMAML", "Reptile")}
+for name, c in proto_gap.items():
+    print(f"ProtoNet - {name:8s}: {c}  points")
+    assert c.diff_mean > 0 and c.significant, f"ProtoNet is not ahead of {name} in this run"
+for name, r in results.items():   # above chance (20%): the lower end of the 95% interval clears 30%
+    assert r.mean - r.ci95 > 0.30, f"{name} is not clearly above chance (20%) after meta-training"
 
 # %% [markdown]
-# **What this shows (and what it does not).** At this tiny budget ProtoNet learns fastest: a
-# metric learner has no inner loop to get right and every step trains the embedding directly.
-# All four methods are far above chance on classes they never saw. The ordering among the
-# optimisation-based methods is not a claim of any paper and can change with the budget; the
-# point is the protocol — same episodes, intervals, paired differences — that every later
-# notebook uses to test a paper's claim.
+# **What this shows (and what it does not).** At this tiny budget (300 meta-steps, untuned, one
+# seed) ProtoNet scored highest: its paired difference to each of the other three is positive
+# with an interval that excludes zero (asserted above). *Why* we have not tested: "a metric
+# learner has no inner loop to get right" is a plausible reading, not a measurement. All four
+# methods are above chance (20%) on classes they never saw — FOMAML only about twice chance. The
+# ordering is not a claim of any paper and can change with the budget, the tuning and the seed;
+# the point is the protocol — same episodes, intervals, paired differences — that every later
+# notebook uses (with several seeds and tuned baselines) to test a paper's claim.
 #
 # ## 5. First order vs second order
 #
@@ -324,20 +339,35 @@ for name in ("MAML", "FOMAML"):
     timing[name] = (time.perf_counter() - t0) / 3
 print(f"cosine(MAML, FOMAML meta-gradient) = {cosine:.3f}")
 print(f"time per meta-gradient of 8 tasks: MAML {timing['MAML'] * 1e3:.0f} ms, FOMAML {timing['FOMAML'] * 1e3:.0f} ms")
-assert abs(cosine) < 0.9999   # not the same direction: the Hessian term changes the update
+assert cosine < 0.5   # far from the same direction: the Hessian term changes the update a lot here
 fo = compare(results["MAML"], results["FOMAML"])
 verdict = ("second order helped" if fo.significant and fo.diff_mean < 0 else
            "first order did as well or better" if fo.significant else "no significant difference")
 print(f"FOMAML - MAML on the test episodes: {fo} points -> {verdict} at this budget")
+assert fo.diff_mean < 0 and fo.significant   # FOMAML below MAML in this setup (one seed, untuned)
 
 # %% [markdown]
-# The two meta-gradients are not the same vector: with batch norm and a large inner step (0.4)
-# the Hessian term is large, and at MAML's trained initialisation the two can even point in
-# clearly different directions (a cosine near zero or below). FOMAML is cheaper per step; in our
-# default run it was also far less accurate at the same number of steps (the paired difference
-# printed above). With smaller inner learning rates the Hessian term shrinks and FOMAML gets
-# closer to MAML: try `inner_lr=0.1` for both as an experiment.
+# The two meta-gradients are far from the same vector: at MAML's trained initialisation their
+# cosine is below 0.5 (printed above; about −0.4 in our run), so the Hessian term is not a small
+# correction here. FOMAML is cheaper per step (timing printed above), and in this run it was also much less accurate at
+# the same number of steps (about 29 points below MAML, the paired difference printed above).
+# That is a property of **this setup** — batch-norm scale and offset adapted in the inner loop,
+# a large inner rate (0.4), one inner step in meta-training, one seed, nothing tuned — not of
+# first-order MAML in general: Finn et al. report FOMAML close to MAML on miniImageNet (5-way
+# 1-shot 48.1% vs 48.7%, with BN not adapted in the inner loop). In the formula of §2 the Hessian enters as α∇²L, so a smaller inner rate should
+# bring the two closer; we have not tested that here. Try `inner_lr=0.1` for both as an
+# experiment — but build **new** learners *and* call their `init`: the inner rate lives in the
+# meta-parameters (`meta["fixed_lr"]`, set by `init`), so a `MAML(conv(), inner_lr=0.1)` applied
+# to `metas["MAML"]` silently keeps stepping with 0.4, as the next cell shows.
 #
+# %%
+lr_probe = MAML(conv(), inner_lr=0.1)
+kept = float(lr_probe.inner_lr_spec(metas["MAML"]))
+print(f"MAML(inner_lr=0.1) on metas['MAML'] steps with {kept:.2f}; on its own init: "
+      f"{float(lr_probe.inner_lr_spec(lr_probe.init(gen=SEED))):.2f}")
+assert abs(kept - 0.4) < 1e-6
+
+# %% [markdown]
 # ### Exercise 2 — prototypes
 # Write `my_prototype_logits(support_emb, support_y, query_emb, ways)` returning the
 # `(queries, ways)` logits $-\lVert f(x) - c_c\rVert^2$ with $c_c$ the mean support embedding of
@@ -371,7 +401,8 @@ assert result_2
 # * MAML = inner gradient steps from a learned initialisation + a meta-objective on the adapted
 #   model's query loss; `tutor.meta.inner_loop` and `MAML.task_loss` are those two equations.
 # * FOMAML drops the Hessian term; Reptile drops the query gradient; ProtoNet drops the inner loop.
-# * Compare methods on the same fixed episodes, with confidence intervals and paired differences.
+# * Compare methods on the same fixed episodes, with confidence intervals and paired differences;
+#   a ranking needs several training seeds and tuned settings (this notebook ran one seed, untuned).
 #
 # ## References
 # * C. Finn, P. Abbeel, S. Levine. Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks. ICML 2017.

@@ -29,7 +29,7 @@
 # **Prerequisites.** Notebook 00 (episodes, MAML, the inner loop); dropout; the reparameterisation
 # trick.
 #
-# **Time.** Reading ≈ 30 min. Compute: ≈ 2.5 min on 2 CPU cores by default
+# **Time.** Reading ≈ 30 min. Compute: about 1.5 min on one CPU core by default
 # (`TUTOR_FULL=1`: longer training; see the last section for the Conv4 configuration).
 
 # %%
@@ -45,7 +45,8 @@ import torch.nn.functional as F
 import tutor
 from tutor import checks, viz, widgets
 from tutor.experiments import load_results
-from tutor.experiments.meta_dropout import VARIANTS, glyph_tasks, train_variant
+from tutor.experiments.meta_dropout import KAPPA0, VARIANTS, glyph_tasks, train_variant
+from tutor.experiments.regime import summarise_regime
 from tutor.meta import MAML, inner_loop
 from tutor.nets import MLP, batch_norm
 from tutor.papers.meta_dropout import (
@@ -92,8 +93,10 @@ RESULTS = Path(tutor.__file__).resolve().parents[1] / "data" / "results" / "meta
 #
 # with κ = 1 in the paper. The generator is a mirror of the main layer: same input, same output
 # shape. The noise has unit variance *before* the softplus; only its mean depends on the input.
-# Note the order in (2): **noise before batch norm** (the official code's order; without it the
-# multiplier's mean rescales every layer and the method fails, see §6).
+# Note the order in (2): **noise before batch norm** (the official code's order). Without BN the
+# multiplier's mean rescales every layer: in the small prototype of our notes (one seed, 60 CPU-s,
+# not rerun here) Meta-Dropout without BN scored 69.2 / 73.8% (S = 1 / 10) against MAML's 82.3%,
+# while with BN it was ahead. Every run in this notebook keeps BN after the product.
 #
 # **Inner loop** (support set only, S noise samples, φ fixed):
 # $$\theta_k = \theta_{k-1} - \alpha\nabla_\theta \frac1S\sum_{s=1}^S \mathcal L^{s}\big(\theta_{k-1}; z^{(s)}\big) \tag{4}$$
@@ -231,8 +234,10 @@ assert abs(gaps[0.0]) < 1e-6 and gaps[0.0] < gaps[0.5] < gaps[1.0] < gaps[2.0]
 # after the noisy product, 5 second-order inner steps, Adam 1e-3, meta-batch 4. Both methods get
 # the **same number of meta-training steps** and the **same inner learning rate grid**
 # ({0.1, 0.3, 0.5}, chosen on validation classes by `tutor.experiments.meta_dropout`; §6 shows the
-# grid). Both are scored on the **same 300 test episodes** from held-out classes; Meta-Dropout
-# averages its inner loss over S = 10 noise samples at test time (the paper uses 30).
+# grid). Both are scored on the **same test episodes** from held-out classes (the live run uses
+# the first 100 of the 300 episodes of §6, and 600 meta-training steps instead of §6's 1000, to
+# stay within the notebook's time budget); Meta-Dropout averages its inner loss over S = 10 noise
+# samples at test time (the paper uses 30). One live run is one seed: judge the method by §6.
 #
 # *Deviations from the official code* (also in the module docstring): the batch-norm scale and
 # offset are adapted in the inner loop together with the weights (the official code meta-learns
@@ -244,8 +249,8 @@ assert abs(gaps[0.0]) < 1e-6 and gaps[0.0] < gaps[0.5] < gaps[1.0] < gaps[2.0]
 saved = load_results(RESULTS.name)     # checks the SHA-256 in data/results/SHA256SUMS
 lr_for = {v: saved["tuning"][v]["chosen"] for v in ("MAML", "Meta-Dropout")}
 print("inner learning rates chosen on validation episodes:", lr_for)
-steps = 3000 if FULL else 800
-train_sampler, _, test_episodes = glyph_tasks()
+steps = 3000 if FULL else 600
+train_sampler, _, test_episodes = glyph_tasks(n_val=1, n_test=300 if FULL else 100)   # the first 100 of §6's 300
 live = {}
 for name in ("MAML", "Meta-Dropout"):
     learner, meta, history, secs = train_variant(name, train_sampler, steps, seed=SEED, inner_lr=lr_for[name])
@@ -262,7 +267,7 @@ for S in (1, 10):
 for name, r in scores.items():
     print(f"{name:18s} {r}")
 paired = compare(scores["MAML"], scores["Meta-Dropout S=10"])
-print(f"\nMeta-Dropout (S=10) - MAML, paired over the same 300 episodes: {paired} points")
+print(f"\nMeta-Dropout (S=10) - MAML, paired over the same {len(test_episodes)} episodes: {paired} points")
 verdict = ("Meta-Dropout is better (the 95% CI of the paired difference excludes 0)" if paired.significant and paired.diff_mean > 0
            else "MAML is better" if paired.significant else "no significant difference in this run")
 print("->", verdict)
@@ -271,7 +276,7 @@ print("->", verdict)
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
 viz.learning_curves({k: v[2] for k, v in live.items()}, key="accuracy", smooth=50, ax=axes[0])
 axes[0].set_ylabel("query accuracy during meta-training")
-viz.bars_with_ci(scores, ax=axes[1], title="300 fixed test episodes, 10-way 1-shot (chance 10%)")
+viz.bars_with_ci(scores, ax=axes[1], title=f"{len(test_episodes)} fixed test episodes, 10-way 1-shot (chance 10%)")
 fig.tight_layout()
 
 # %% [markdown]
@@ -291,7 +296,8 @@ fig.tight_layout()
 print(f"command: {saved['command']}\ndate: {saved['date']}, torch {saved['torch']}, {saved['steps']} steps per run")
 for v, t in saved["tuning"].items():
     print(f"tuning {v}: " + ", ".join(f"lr {k}: {float(a) * 100:.1f}%" for k, a in t["grid"].items()) + f" -> {t['chosen']}")
-runs = saved["runs"]                       # precomputed: every number below is recomputed from per-episode scores
+# the 1-shot table at the shipped budget (the file also holds the 5-shot and budget runs of the regime map below)
+runs = [r for r in saved["runs"] if r["shots"] == 1 and r["steps"] == saved["steps"] and r.get("part") != "budget"]
 seeds = sorted({r["seed"] for r in runs})
 
 
@@ -324,34 +330,76 @@ assert len(seeds) >= 3
 
 # %% [markdown]
 # **How to read the table** (precomputed by our script; the cell above recomputes every mean and
-# difference from the per-episode scores in the file, after checking its checksum). The rows are
-# the same meta-learner with parts switched on and off, all scored on the same 300 test episodes.
+# difference from the per-episode scores in the file, after checking its checksum, and the assert
+# cells check every sentence below). The rows are the same meta-learner with parts switched on and
+# off, all scored on the same 300 test episodes.
 #
 # * **Meta-Dropout vs MAML.** With S = 10 noise samples at test time Meta-Dropout is ahead of MAML
-#   in all three seeds, by +0.75 points on average, but only seed 1's paired interval clearly
-#   excludes zero (seed 0's touches it), and over seeds the Student-t interval (about ±1.3) includes zero: **no reliable gain at
-#   this scale**. With S = 1 it is behind MAML by about 2 points.
-# * **Every noise variant except Meta-Dropout is far below MAML**: fixed noise and learned
-#   input-independent noise are 6–10 points behind. **Learning the noise without making it depend
-#   on the input buys nothing** — input-independent (65.6 at S = 10) equals fixed noise (65.5).
-#   Making it input-dependent is what brings the noisy model back to MAML's level.
-# * **More MC samples help every noisy variant** (S = 10 > S = 1 by 3–4 points).
-# * **The strongest variant is "gate only"**: the learned, input-dependent multiplier
-#   softplus(μ(x)) *without* noise is about 5 points above MAML in every seed (the one interval over
-#   seeds that excludes zero). At this scale the gain comes from the learned gate, applied on
-#   support and query alike, not from the noise; the noise itself costs accuracy. We report this
-#   plainly rather than tune the demo until the noise wins. (Why might the paper's setting differ?
-#   Conv4 on Omniglot/miniImageNet, 60k steps, S = 30: far longer training in which the generator
-#   can shape the noise; our notes' 60-s prototype saw +3.5 points, our 1000-step runs do not.)
+#   in all three seeds (+0.55 / +1.36 / +0.34 points), +0.75 on average, but only seed 1's paired
+#   interval over episodes excludes zero, and over seeds the Student-t interval (+0.75 ± 1.33)
+#   includes zero: **no reliable gain at this scale**. With S = 1 it is behind MAML in every seed
+#   (−2.3 ± 1.6 over seeds).
+# * **Fixed and input-independent noise are far below MAML** in every seed: −10.0 ± 0.3 and
+#   −6.2 ± 0.4 points (fixed noise, S = 1 / 10), −9.0 ± 2.6 and −6.1 ± 3.3 (input-independent).
+#   Learning the noise without making it depend on the input buys nothing we can measure:
+#   input-independent − fixed noise at S = 10 is +0.09 ± 3.2 over seeds.
+# * **More MC samples help every noisy variant**: S = 10 is 2.6–4.1 points above S = 1, in every
+#   seed and variant.
+# * **Gate only** — the learned, input-dependent multiplier softplus(μ(x)) *without* noise — is
+#   +3.9 / +6.1 / +5.3 points above MAML (+5.1 ± 2.8 over seeds). Among the five intervals over
+#   seeds above it is the only one that excludes zero *on the positive side*; five others exclude
+#   zero too, all negative (fixed noise at S = 1 and 10, input-independent at S = 1 and 10,
+#   Meta-Dropout at S = 1). Gate only vs Meta-Dropout isolates the noise cleanly (same generator,
+#   κ = 1 vs 0): +3.4 / +4.8 / +5.0 points for *no* noise — **at 1000 meta-steps the noise costs
+#   accuracy** (the prototype in our notes that saw a gain from the noise trained 1300–1800 steps;
+#   whether a longer budget changes this we have not run — the driver's `--add budget` part is the
+#   check). We report this plainly rather than tune the demo until the noise wins.
+# * **What we cannot say from this table.** (1) *"The gate, not the noise, carries the gain over
+#   MAML"*: gate only also adds the generator's 41,857 weights to MAML's 43,530, so capacity is not
+#   controlled. (2) *"Making the noise input-dependent brings it back to MAML's level"*:
+#   Meta-Dropout is 6.9 ± 4.6 points above input-independent noise (S = 10, every seed), but the two
+#   differ in two things — the noise depends on the input, *and* its mean softplus(μ(x)) gates
+#   every support and query feature. The driver has both controls (`--add controls`: MAML on a
+#   parameter-matched MLP with 205 hidden units, 85,495 weights; and Meta-Dropout's gate times a
+#   learned input-*independent* noise), with their predictions written in its docstring; **we have
+#   not run them yet**, so neither sentence is claimed here.
 # * Our runs differ from the official code in two ways that could matter (module docstring): the
 #   batch-norm scale and offset are adapted in the inner loop, and meta-gradients are not clipped.
 
 # %%
-mean_of = {f"{v}|{S}": float(np.mean(m)) for (v, S), m in seed_means.items()}   # recomputed from the scores
-assert mean_of["Meta-Dropout|10"] > mean_of["Meta-Dropout|1"]               # MC over the inner loss helps
-assert mean_of["Meta-Dropout|10"] > mean_of["input-independent|10"]          # input dependence helps
-assert mean_ci(gain[("gate only", 1)])[0] - mean_ci(gain[("gate only", 1)])[1] > 0   # the gate's gain exceeds the seed spread
-print({k: round(v * 100, 2) for k, v in mean_of.items()})
+BASE = [("fixed noise", 1), ("fixed noise", 10), ("input-independent", 1), ("input-independent", 10),
+        ("Meta-Dropout", 1), ("Meta-Dropout", 10), ("gate only", 1)]
+
+
+def pair(a, b):
+    """Per-seed paired difference (points) of the mean accuracies of run a minus run b, both (variant, S)."""
+    return [float(np.mean(run_of(*a, s)["scores"]) - np.mean(run_of(*b, s)["scores"])) * 100 for s in seeds]
+
+
+def over_seeds(diffs):
+    m, c = mean_ci(diffs)
+    return m, c, (m - c > 0) - (m + c < 0)          # +1 / -1: the interval excludes zero above / below
+
+
+md10 = pair(("Meta-Dropout", 10), ("MAML", 1))
+episode_ci = [compare(EvalResult(run_of("MAML", 1, s)["scores"], 0, 0),
+                      EvalResult(run_of("Meta-Dropout", 10, s)["scores"], 0, 0)).significant for s in seeds]
+assert all(d > 0 for d in md10) and episode_ci == [False, True, False] and over_seeds(md10)[2] == 0
+assert all(d < 0 for d in pair(("Meta-Dropout", 1), ("MAML", 1))) and over_seeds(pair(("Meta-Dropout", 1), ("MAML", 1)))[2] == -1
+for v in ("fixed noise", "input-independent"):
+    for S in (1, 10):
+        assert all(d < -4 for d in pair((v, S), ("MAML", 1))), (v, S)
+        assert all(2.5 < d < 4.5 for d in pair((v, 10), (v, 1))), v      # S = 10 above S = 1 in every seed
+assert over_seeds(pair(("input-independent", 10), ("fixed noise", 10)))[2] == 0
+assert all(2.5 < d < 4.5 for d in pair(("Meta-Dropout", 10), ("Meta-Dropout", 1)))
+sides = {k: over_seeds(pair(k, ("MAML", 1)))[2] for k in BASE}
+assert [k for k, side in sides.items() if side == 1] == [("gate only", 1)]                  # the one positive interval
+assert sorted(k for k, side in sides.items() if side == -1) == sorted(
+    [("fixed noise", 1), ("fixed noise", 10), ("input-independent", 1), ("input-independent", 10), ("Meta-Dropout", 1)])
+assert all(d > 3 for d in pair(("gate only", 1), ("MAML", 1)))
+assert all(d > 3 for d in pair(("gate only", 1), ("Meta-Dropout", 10)))                    # no noise beats the noise
+assert all(d > 4 for d in pair(("Meta-Dropout", 10), ("input-independent", 10)))
+print("gate only - Meta-Dropout (S=10):", [round(d, 2) for d in pair(("gate only", 1), ("Meta-Dropout", 10))])
 
 # %% [markdown]
 # **Paper numbers** (Table 1, as printed in the official README, verified in our notes;
@@ -369,6 +417,85 @@ print({k: round(v * 100, 2) for k, v in mean_of.items()})
 # the *direction and rough size* of the gain, not the absolute accuracies. The regulariser
 # comparison (Table 2) and the adversarial-robustness results are not verified in our notes and
 # are not quoted here.
+
+# %% [markdown]
+# ## Regime map
+#
+# **The factor: shots.** The paper's gain is not monotone in the number of shots: +1.40 → +0.35
+# points from 1 to 5 shots on Omniglot (close to the ceiling), +2.35 → +2.87 on miniImageNet. Our
+# driver added 10-way **5-shot** runs of MAML, Meta-Dropout and gate only (3 seeds, 1000 steps, the
+# rates chosen at 1 shot, 300 fixed 5-shot test episodes) to the shipped 1-shot runs; the trained
+# 5-shot Meta-Dropout models were also scored with the noise switched off at test time (κ = 0),
+# and a 2-point inner-rate check at 5 shots (0.3 vs 0.5, seed 0, validation episodes) asks whether
+# the 1-shot rate still suits 5 shots. The predictions below were written in the driver's docstring
+# before the runs. *Not run yet:* the 3000-step 1-shot check (`--add budget`) that would keep a
+# budget effect from passing for a shots effect. No live point: a 5-shot run does not fit this
+# notebook's time budget.
+
+# %%
+maps = {m["method"]: m for m in saved["regime"]}
+for m in saved["regime"]:
+    print(f"prediction for {m['method']} - {m['baseline']}: {m['prediction']}\n")
+fig, ax = plt.subplots(figsize=(6.5, 3.8))
+for m in saved["regime"]:
+    viz.regime_plot(m, operating_point=1, ax=ax, scale=100)
+ax.set_xticks([1, 5])
+ax.set_xlabel("shots (10-way)")
+ax.set_ylabel("paired gain over MAML (points)")
+ax.legend(fontsize=8)
+points = {name: {p.value: p for p in summarise_regime(m)} for name, m in maps.items()}
+for name, pts in points.items():
+    for shots, p in pts.items():
+        print(f"{name:20s} - MAML at {shots} shot(s): " + " / ".join(f"{d * 100:+.2f}" for d in p.diffs)
+              + f"   over seeds {p.mean * 100:+.2f} ± {p.ci95 * 100:.2f}")
+# the 1-shot points of the map are the table's gains above (same runs, recomputed here)
+assert np.allclose(np.array(maps["Meta-Dropout (S=10)"]["per_seed"]["1"]) * 100, md10)
+assert np.allclose(np.array(maps["gate only"]["per_seed"]["1"]) * 100, pair(("gate only", 1), ("MAML", 1)))
+
+# %%
+five = [r for r in saved["runs"] if r["shots"] == 5]
+acc5 = {(r["variant"], r["S"]): [] for r in five}
+for r in sorted(five, key=lambda r: r["seed"]):
+    acc5[(r["variant"], r["S"])].append(float(np.mean(r["scores"])) * 100)
+for (v, S), a in acc5.items():
+    print(f"5-shot {v + f' (S={S})':38s} " + " / ".join(f"{x:.2f}" for x in a))
+kappa_off = [a - b for a, b in zip(acc5[(KAPPA0, 1)], acc5[("Meta-Dropout", 10)])]
+print("5-shot Meta-Dropout, noise off at test minus noise on (S=10): " + " / ".join(f"{d:+.2f}" for d in kappa_off))
+check = saved["lr_check"]["5"]
+print("\ninner-rate check at 5 shots (seed 0, validation accuracy):",
+      {v: {lr: round(a * 100, 2) for lr, a in g.items()} for v, g in check.items()})
+
+# %% [markdown]
+# **Reading.** The prediction for Meta-Dropout did **not** hold: its gain over MAML grows from
+# +0.75 ± 1.33 points at 1 shot (interval includes zero) to +2.75 ± 0.80 at 5 shots (+2.4 to +3.1
+# in every seed, interval excludes zero) — at equal steps on glyphs the shots trend is
+# miniImageNet's, not Omniglot's. The gate-only prediction held only in part: still clearly
+# positive at 5 shots (+4.0 ± 2.2), smaller on average than at 1 shot (+5.1 ± 2.8), but not in
+# every seed (seed 0's gain grows), and the change is within the seed spread.
+#
+# At 5 shots the noise costs less: gate only − Meta-Dropout is +1.25 ± 1.66 (interval includes
+# zero), and the trained Meta-Dropout model scores slightly *higher* with the noise switched off at
+# test time (+0.13 ± 0.05, every seed): its 5-shot gain sits in the trained model, not in the
+# test-time noise. Whether it comes from training with noise or from the gate we have not
+# separated (the controls of §6 are not run yet). The 5-shot runs use the rate chosen at 1 shot
+# (0.3); the inner-rate check (seed 0, validation) gives 0.5 an edge for both — +0.4 points for MAML,
+# +1.1 for Meta-Dropout (our prediction said neither would gain more than 1 point) — so retuning at
+# 5 shots would, on this one seed, widen the gap rather than close it.
+
+# %%
+md1, md5 = points["Meta-Dropout (S=10)"][1], points["Meta-Dropout (S=10)"][5]
+g1, g5 = points["gate only"][1], points["gate only"][5]
+assert not md1.excludes_zero and md5.excludes_zero and all(0.02 < d < 0.035 for d in md5.diffs)   # prediction failed
+assert g5.excludes_zero and g5.gain > 0 and g5.mean < g1.mean                                     # positive, smaller mean
+assert not all(b < a for a, b in zip(g1.diffs, g5.diffs))                                         # ... not in every seed
+assert over_seeds([(b - a) * 100 for a, b in zip(g1.diffs, g5.diffs)])[2] == 0                    # within the spread
+gate_vs_md5 = [a - b for a, b in zip(acc5[("gate only", 1)], acc5[("Meta-Dropout", 10)])]
+assert over_seeds(gate_vs_md5)[2] == 0
+assert all(d > 0 for d in kappa_off) and over_seeds(kappa_off)[2] == 1
+print("gate only - Meta-Dropout (S=10) at 5 shots:", " / ".join(f"{d:+.2f}" for d in gate_vs_md5))
+lr_gain = {v: (g["0.5"] - g["0.3"]) * 100 for v, g in check.items()}
+assert 0 < lr_gain["MAML"] < lr_gain["Meta-Dropout"] and lr_gain["Meta-Dropout"] > 1
+print("validation gain of lr 0.5 over 0.3 at 5 shots (points):", {v: round(d, 2) for v, d in lr_gain.items()})
 
 # %% [markdown]
 # ## 7. Widget: learned noise
@@ -551,8 +678,10 @@ assert result_2
 # * The noise goes **before batch norm**: BN removes any constant gain, so only the noise's
 #   variation across examples and features acts.
 # * Reductions you can check: noise off = MAML exactly; κ = 0 = a deterministic learned gate.
-# * Whether the gain shows depends on the baseline: compare on the same episodes, with the same
-#   tuning budget, across seeds — §5 and §6 report what it was here.
+# * Here (glyphs, 1000 steps, 3 seeds): at 1 shot Meta-Dropout shows no reliable gain over MAML
+#   (+0.75 ± 1.3), at 5 shots it does (+2.75 ± 0.8, every seed); the learned gate without noise is
+#   ahead of MAML at both (+5.1, +4.0). Whether the gate's lead is capacity, and whether the noise
+#   needs to depend on the input, needs the controls we have not run yet.
 #
 # **Full-scale configuration.** `tutor.experiments.meta_dropout.make_learner(..., conv=True)` uses
 # the Conv4 learner with conv generator layers (the paper's); with `load_omniglot` (your own copy

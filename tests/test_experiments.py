@@ -83,3 +83,37 @@ def test_load_results_verifies_the_checksum(tmp_path):
         load_results("r.json", tmp_path)
     for name in ("amtfl_deep.json", "meta_dropout.json", "cts_glyphs.json"):   # the shipped files are intact
         assert "command" in load_results(name)
+
+
+def test_meta_dropout_driver_extends_a_results_file_with_controls_shots_lr_and_budget(tmp_path):
+    """--extend reuses the table's runs and tuning, adds the parts, and writes the shots regime maps."""
+    from tutor.experiments import meta_dropout
+    from tutor.experiments.regime import check_regime
+
+    base, out = tmp_path / "md.json", tmp_path / "md2.json"
+    assert meta_dropout.main(["--seeds", "0", "1", "--steps", "2", "--lr-grid", "0.3", "--variants", "MAML",
+                              "Meta-Dropout", "gate only", "--val-episodes", "2", "--test-episodes", "3",
+                              "--out", str(base)]) == 0
+    before = json.loads(base.read_text())
+    assert meta_dropout.main(["--extend", str(base), "--add", "controls", "shots", "lr", "budget", "--seeds", "0", "1",
+                              "--steps", "2", "--budget-steps", "4", "--lr-check", "0.5", "--val-episodes", "2",
+                              "--test-episodes", "3", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["runs"][:len(before["runs"])] == [{**r, "shots": 1, "steps": 2} for r in before["runs"]]
+    assert record["tuning"] == before["tuning"] and record["added"][0]["parts"] == ["controls", "shots", "lr", "budget"]
+    got = {(r["variant"], r["S"], r["shots"], r["steps"], r.get("part")) for r in record["runs"][len(before["runs"]):]}
+    assert {("MAML (wide)", 1, 1, 2, "controls"), ("gate + input-independent noise", 10, 1, 2, "controls")} <= got
+    assert {("MAML", 1, 5, 2, "shots"), ("gate only", 1, 5, 2, "shots"), ("Meta-Dropout", 10, 5, 2, "shots"),
+            (meta_dropout.KAPPA0, 1, 5, 2, "shots")} <= got
+    assert {("MAML", 1, 1, 4, "budget"), ("Meta-Dropout", 10, 1, 4, "budget")} <= got
+    assert set(record["lr_check"]["5"]["MAML"]) == {"0.3", "0.5"}
+    check_regime(record["regime"])
+    assert [m["method"] for m in record["regime"]] == ["Meta-Dropout (S=10)", "gate only"]
+    assert all(m["values"] == [1, 5] and len(m["per_seed"]["5"]) == 2 for m in record["regime"])
+    # the budget part's first chunk repeats the table's run of the same seed
+    first = next(r for r in record["runs"] if r.get("part") == "budget" and r["variant"] == "MAML" and r["steps"] == 2)
+    shipped = next(r for r in before["runs"] if r["variant"] == "MAML" and r["seed"] == 0)
+    assert first["scores"] == shipped["scores"]
+    with pytest.raises(ValueError, match="test episodes"):
+        meta_dropout.main(["--extend", str(base), "--add", "controls", "--steps", "2", "--test-episodes", "4",
+                           "--out", str(tmp_path / "x.json")])

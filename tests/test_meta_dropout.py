@@ -214,3 +214,41 @@ def test_conv4_generator_shapes_and_a_short_training_run_improves():
         MetaDropoutConfig(noise="gaussian")
     with pytest.raises(TypeError, match="Conv4 and MLP"):
         MetaDropout(object())
+
+
+def test_gated_independent_is_the_input_dependent_gate_times_input_independent_noise():
+    """The control variant: z = softplus(mu(x)) * softplus(nu + kappa eps), written out by hand."""
+    net = mlp()
+    cfg = MetaDropoutConfig(noise="gated_independent")
+    theta, phi = net.init(0, dtype=D), init_generator(net, cfg, 0, dtype=D)
+    assert {"gen1.weight", "gen1.bias", "gen1.mu", "gen2.mu", "gen_head.bias"} <= set(phi)
+    assert "gen_head.weight" not in phi                        # the logit noise is input-independent
+    phi = {k: (v + 0.3 * torch.randn(v.shape, dtype=D, generator=torch.Generator().manual_seed(7))).detach()
+           for k, v in phi.items()}                            # move nu and b away from their zero start
+    x = torch.rand(6, 1, 6, 6, dtype=D)
+
+    def hand(sample, gen=None):
+        def hook(layer, inputs, pre):
+            if layer == "head":
+                if not sample:
+                    return pre
+                eps = torch.randn(pre.shape, generator=gen, dtype=D)
+                return pre + F.softplus(phi["gen_head.bias"]) * eps
+            i = layer[-1]
+            gate = F.softplus(F.linear(inputs, phi[f"gen{i}.weight"], phi[f"gen{i}.bias"]))
+            nu = phi[f"gen{i}.mu"].expand_as(pre)
+            noise = F.softplus(nu + torch.randn(pre.shape, generator=gen, dtype=D)) if sample else F.softplus(nu)
+            return pre * gate * noise
+        return hook
+
+    for sample in (False, True):
+        got = net(theta, x, NoiseHook(phi, cfg, sample=sample, gen=torch.Generator().manual_seed(5)))
+        want = net(theta, x, hand(sample, torch.Generator().manual_seed(5)))
+        assert torch.allclose(got, want, rtol=0, atol=1e-12)
+    # the meta-gradient reaches both the gate (gen1.weight) and the noise's learned bias (gen1.mu)
+    md = MetaDropout(mlp(), MetaDropoutConfig(noise="gated_independent", inner_lr=0.2, inner_steps=2))
+    meta = md.init(0, dtype=D)
+    grads, _ = md.meta_gradient(meta, batch())
+    by_id = {id(t): g for t, g in zip(leaves(meta), grads)}
+    assert by_id[id(meta["phi"]["gen1.mu"])].abs().sum() > 1e-8
+    assert by_id[id(meta["phi"]["gen1.weight"])].abs().sum() > 1e-8

@@ -132,6 +132,10 @@ def test_seq_reptile_pretrain_never_targets_the_shipped_checkpoint(tmp_path, mon
     ("hyperdistill", ["--n-tasks", "-1"], "--n-tasks"),
     ("meta_dropout", ["--variants", "nope"], "--variants"),
     ("meta_dropout", ["--val-episodes", "0"], "--val-episodes"),
+    ("meta_dropout", ["--add", "nope"], "--add"),
+    ("meta_dropout", ["--shots", "1"], "--shots"),
+    ("meta_dropout", ["--budget-steps", "1500"], "--budget-steps"),
+    ("meta_dropout", ["--extend", "no_such.json", "--add", "shots"], "--extend"),
     ("mvt", ["--lr-grid", "nan"], "--lr-grid"),
     ("seq_reptile", ["--budget", "x"], "--budget"),
 ])

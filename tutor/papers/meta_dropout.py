@@ -31,7 +31,11 @@ Variants (one model, switched by ``MetaDropoutConfig.noise``):
   constant scale ``s = log 2 = softplus(0)`` (what the learned variants start from; our choice --
   the paper does not define logit noise for this ablation; ``logit_noise=False`` removes it);
 * ``"input_independent"`` -- ``mu`` a learned per-feature bias (no dependence on x);
-* ``"input_dependent"``   -- Meta-Dropout (the generator above).
+* ``"input_dependent"``   -- Meta-Dropout (the generator above);
+* ``"gated_independent"`` -- a control (ours, not the paper's): Meta-Dropout's input-dependent gate
+  ``softplus(mu(x))`` times an input-*independent* learned noise ``softplus(nu + kappa * eps)``
+  (``nu`` a learned per-feature bias), with input-independent logit noise.  It keeps the gate on
+  support and query and removes only the input dependence of the noise.
 ``noise_scale = 0`` gives the "gate only" model (``softplus(mu)`` on support and query).
 
 Deliberate simplifications (also stated in notebook 02):
@@ -65,7 +69,7 @@ from tutor.nets import MLP, Conv4
 __all__ = ["MetaDropoutConfig", "init_generator", "noise_mean", "multiplier", "NoiseHook",
            "MetaDropout", "jensen_gap", "logit_noise", "NOISE_VARIANTS"]
 
-NOISE_VARIANTS = ("off", "fixed", "input_independent", "input_dependent")
+NOISE_VARIANTS = ("off", "fixed", "input_independent", "input_dependent", "gated_independent")
 
 
 @dataclass
@@ -127,7 +131,8 @@ def init_generator(model, config: MetaDropoutConfig, gen: torch.Generator | int 
     input_dependent: ``gen{l}.weight`` shaped like the main layer's weight (N(0, generator_std)),
     ``gen{l}.bias`` zeros, and ``gen_head.weight (1, embedding_dim)``, ``gen_head.bias (1,)`` for the
     logit noise; input_independent: ``gen{l}.mu`` shaped like the pre-activation features (zeros)
-    and ``gen_head.bias``.
+    and ``gen_head.bias``; gated_independent: the input-dependent gate's ``gen{l}.weight``,
+    ``gen{l}.bias``, the noise's ``gen{l}.mu`` and ``gen_head.bias``.
     """
     if not isinstance(gen, torch.Generator):
         gen = torch.Generator().manual_seed(int(gen))
@@ -135,11 +140,11 @@ def init_generator(model, config: MetaDropoutConfig, gen: torch.Generator | int 
     if config.noise in ("off", "fixed"):
         return phi
     for i, (_, w_shape, f_shape) in enumerate(_layer_shapes(model), start=1):
-        if config.noise == "input_dependent":
+        if config.noise in ("input_dependent", "gated_independent"):
             w = torch.randn(w_shape, generator=gen, dtype=dtype) * config.generator_std
             phi[f"gen{i}.weight"] = w.to(device)
             phi[f"gen{i}.bias"] = torch.zeros(w_shape[0], dtype=dtype, device=device)
-        else:
+        if config.noise in ("input_independent", "gated_independent"):
             phi[f"gen{i}.mu"] = torch.zeros(f_shape, dtype=dtype, device=device)
     if config.logit_noise:
         if config.noise == "input_dependent":
@@ -151,7 +156,7 @@ def init_generator(model, config: MetaDropoutConfig, gen: torch.Generator | int 
 
 def noise_mean(phi: dict, layer: int, inputs: torch.Tensor, pre: torch.Tensor, variant: str) -> torch.Tensor:
     """mu^l: the generator's output for hidden layer ``layer`` (1-based), shaped like ``pre``."""
-    if variant == "input_dependent":
+    if variant in ("input_dependent", "gated_independent"):   # gated_independent: mu of the gate
         w, b = phi[f"gen{layer}.weight"], phi[f"gen{layer}.bias"]
         return F.conv2d(inputs, w, b, padding=1) if w.dim() == 4 else F.linear(inputs, w, b)
     if variant == "input_independent":
@@ -178,7 +183,7 @@ def logit_noise(phi: dict, config: MetaDropoutConfig, embedding: torch.Tensor, l
     """
     if config.noise == "input_dependent":
         s = F.softplus(F.linear(embedding, phi["gen_head.weight"], phi["gen_head.bias"]))   # (n, 1)
-    elif config.noise == "input_independent":
+    elif config.noise in ("input_independent", "gated_independent"):
         s = F.softplus(phi["gen_head.bias"]).expand(logits.shape[0], 1)
     else:
         s = torch.full((logits.shape[0], 1), math.log(2.0), dtype=logits.dtype, device=logits.device)
@@ -208,7 +213,11 @@ class NoiseHook:
             return logit_noise(self.phi, cfg, inputs, pre, self.gen)
         index = int(layer.removeprefix("layer"))
         mu = noise_mean(self.phi, index, inputs, pre, cfg.noise)
-        z = multiplier(mu, cfg.noise_scale, self.sample, self.gen)
+        if cfg.noise == "gated_independent":   # gate(x) times input-independent noise
+            nu = noise_mean(self.phi, index, inputs, pre, "input_independent")
+            z = F.softplus(mu) * multiplier(nu, cfg.noise_scale, self.sample, self.gen)
+        else:
+            z = multiplier(mu, cfg.noise_scale, self.sample, self.gen)
         if self.record is not None:
             self.record[layer] = (mu.detach(), z.detach(), pre.detach())
         return pre * z
