@@ -309,11 +309,11 @@ def main(argv=None) -> int:
     p.add_argument("--synthetic-steps", type=cli_int(1), default=1500, help="Adam steps of the shallow fits")
     add_output_arguments(p, "amtfl_deep.json")
     args = p.parse_args(argv)
+    if any(v in VALIDATION_SEEDS for v in args.synthetic_seeds):
+        p.error(f"argument --synthetic-seeds: {VALIDATION_SEEDS} are the validation draws; score other seeds")
     out = resolve_output(args.out, "amtfl_deep.json", overwrite=args.overwrite)     # checked before any work
     if args.dry_run:
         return dry_run_report(args, out)
-    if any(v in VALIDATION_SEEDS for v in args.synthetic_seeds):
-        p.error(f"argument --synthetic-seeds: {VALIDATION_SEEDS} are the validation draws; score other seeds")
     torch.set_num_threads(1)
     synthetic = synthetic_regime(sorted(set(args.sigma_hard)), args.synthetic_seeds,
                                  AMTFLConfig(steps=args.synthetic_steps))
