@@ -19,7 +19,7 @@ first 2,000 inner steps, ``tutor.papers.cts.horizon_schedule``; no per-step upda
 
 Tuning: the meta learning rate beta of every (method, K) is chosen on validation tasks (held-out
 classes disjoint from the test tasks) of the tuning seed (0, never scored), at 2,000 inner steps,
-from one ladder of values (``BETA_LADDER``): a four-value window is evaluated, and the window is
+from one ladder of values (``BETA_LADDER``): a three-value window is evaluated, and the window is
 extended along the ladder while the best value sits on its edge, so no choice is on an edge of what
 was searched (unless the ladder ends). Scored seeds: 1, 2, 3. Checkpoints: 250, 500, 1000, 2000 inner
 steps for every K, plus the budget 20 K (20 Reptile meta-updates; K = 300 runs go to 6,000 steps).
@@ -193,8 +193,8 @@ HORIZONS = (10, 30, 100, 300)
 """The inner horizons of the regime map (the headline comparison is K = 100)."""
 BETA_LADDER = (0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 """Every meta learning rate any method may get; the search walks along it (see :func:`tune_beta`)."""
-START_WINDOW = {"reptile": (0.7, 1.0, 1.5, 2.0), "curriculum": (0.7, 1.0, 1.5, 2.0), "cts": (0.1, 0.2, 0.3, 0.5)}
-"""The four ladder values evaluated first per method (from the first run's grids); extended while the
+START_WINDOW = {"reptile": (1.0, 1.5, 2.0), "curriculum": (1.0, 1.5, 2.0), "cts": (0.2, 0.3, 0.5)}
+"""The three ladder values evaluated first per method (from the first run's grids); extended while the
 best sits on an edge."""
 METHODS = {"reptile": "Reptile", "cts": "CTS", "curriculum": "Reptile curriculum"}
 
