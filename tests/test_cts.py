@@ -220,3 +220,21 @@ def test_curriculum_reptile_with_a_constant_horizon_is_reptile():
     assert c.inner_steps[1] == 1 and all(s <= 30 for s in c.inner_steps)
     with pytest.raises(ValueError, match="no meta-update"):
         run_reptile_curriculum(losses, phi0, 8, 5, 6, 0.02, 0.3, budget=4)
+
+
+def test_one_beta_per_start_equals_separate_runs():
+    from tutor.papers.cts import run_reptile_curriculum
+
+    losses = HimmelblauTasks().losses
+    phi0 = torch.tensor([[0.0, 0.0], [10.0, 3.0], [4.0, -2.0]], dtype=D)
+    betas = torch.tensor([0.1, 0.5, 2.0], dtype=D)
+    for run in (lambda b, p: run_reptile(losses, p, 8, 4, 0.02, b, 20),
+                lambda b, p: run_cts(losses, p, 8, 4, 0.02, b, 20),
+                lambda b, p: run_reptile_curriculum(losses, p, 8, 1, 4, 0.02, b, 20)):
+        together = run(betas, phi0).phis
+        for i, b in enumerate(betas.tolist()):
+            assert torch.allclose(together[:, i], run(b, phi0[i:i + 1]).phis[:, 0])
+    with pytest.raises(ValueError, match="one value per start"):
+        run_reptile(losses, phi0, 8, 4, 0.02, betas[:2], 20)
+    with pytest.raises(ValueError, match=">= 0"):
+        run_cts(losses, phi0, 8, 4, 0.02, -betas, 20)

@@ -23,6 +23,8 @@ after k inner steps from phi.
 * **Horizon-curriculum Reptile** (our control, not in the paper): plain Reptile whose horizon grows
   linearly from K_start to K over the first ``ramp`` inner steps -- CTS's short-to-long curriculum
   without the per-step meta-update and without the shift.       -> horizon_schedule, run_reptile_curriculum
+* ``beta`` of every run may be a tensor with one value per start (shape ``(starts,)``): a whole grid of
+  meta learning rates in one vectorised run (tuning).
 * **FOMAML / FOMAML + CTS** (§3.5, §4): the meta-direction is ``mean_t grad L_t(theta_t)``.
   ``run_reptile(..., direction="fomaml")`` and ``run_cts(..., direction="fomaml")``.
 
@@ -130,18 +132,28 @@ class MetaRun:
         return self.phis[i]
 
 
-def _check(K, alpha, beta, budget):
+def _check(K, alpha, beta, budget, phi0=None):
+    """Validate the run's settings; returns beta as a float, or (a tensor of one beta per start) as
+    ``(starts, 1)`` so that it broadcasts over the parameters."""
     K, budget = as_int(K, "K (the horizon)", 1), as_int(budget, "budget", 1)
     if K < 1 or budget < 1:
         raise ValueError(f"K and budget must be >= 1, got K={K}, budget={budget}")
     as_float(alpha, "alpha (the inner learning rate)", 0.0)
-    as_float(beta, "beta (the meta learning rate)", 0.0)
+    if not isinstance(beta, torch.Tensor):
+        return as_float(beta, "beta (the meta learning rate)", 0.0)
+    starts = phi0.shape[0] if phi0 is not None and phi0.dim() > 1 else None
+    if beta.dim() != 1 or (starts is not None and beta.shape[0] != starts):
+        raise ValueError(f"a tensor beta (the meta learning rate) needs one value per start, shape ({starts},), "
+                         f"got {tuple(beta.shape)}")
+    if not (torch.isfinite(beta).all() and (beta >= 0).all()):
+        raise ValueError("beta (the meta learning rate) must be finite and >= 0 for every start")
+    return beta.to(phi0.dtype if phi0 is not None else beta.dtype)[:, None]
 
 
 def run_reptile(losses: Losses, phi0: torch.Tensor, tasks: int, K: int, alpha: float, beta: float,
                 budget: int, direction: str = "reptile") -> MetaRun:
     """Reptile (or FOMAML) with horizon K: one meta-update every K inner steps, until ``budget``."""
-    _check(K, alpha, beta, budget)
+    beta = _check(K, alpha, beta, budget, phi0)
     if budget < K:
         raise ValueError(f"budget={budget} is below the horizon K={K}: Reptile would make no meta-update")
     phi, phis, spent = phi0.clone(), [phi0.clone()], [0]
@@ -180,7 +192,7 @@ def run_reptile_curriculum(losses: Losses, phi0: torch.Tensor, tasks: int, k_sta
                            direction: str = "reptile") -> MetaRun:
     """Reptile with a growing horizon (:func:`horizon_schedule`): one meta-update per episode, no
     per-step meta-update, no shift.  ``k_start == K`` is :func:`run_reptile`."""
-    _check(K, alpha, beta, budget)
+    beta = _check(K, alpha, beta, budget, phi0)
     horizons = horizon_schedule(k_start, K, budget, ramp)
     if not horizons:
         raise ValueError(f"budget={budget} is below the first horizon k_start={k_start}: no meta-update")
@@ -200,7 +212,7 @@ def run_cts(losses: Losses, phi0: torch.Tensor, tasks: int, K: int, alpha: float
     ``shift=False`` is the ablation that meta-updates every step but leaves the learners on their
     stale trajectories.
     """
-    _check(K, alpha, beta, budget)
+    beta = _check(K, alpha, beta, budget, phi0)
     phi, phis, spent = phi0.clone(), [phi0.clone()], [0]
     theta = None
     while spent[-1] < budget:
@@ -216,7 +228,7 @@ def run_cts(losses: Losses, phi0: torch.Tensor, tasks: int, K: int, alpha: float
 def run_accurate(losses: Losses, phi0: torch.Tensor, tasks: int, K: int, alpha: float, beta: float,
                  episodes: int = 1, direction: str = "reptile") -> MetaRun:
     """The exact curriculum: for k = 1..K, re-roll k steps from the current phi, one meta-step."""
-    _check(K, alpha, beta, 1)
+    beta = _check(K, alpha, beta, 1, phi0)
     phi, phis, spent = phi0.clone(), [phi0.clone()], [0]
     for _ in range(episodes):
         for k in range(1, K + 1):
