@@ -191,7 +191,7 @@ def finetune_accuracy(data: GlyphDatasets, phi: torch.Tensor, steps: int = 100, 
 
 HORIZONS = (10, 30, 100, 300)
 """The inner horizons of the regime map (the headline comparison is K = 100)."""
-BETA_LADDER = (0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+BETA_LADDER = (0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0)
 """Every meta learning rate any method may get; the search walks along it (see :func:`tune_beta`)."""
 START_WINDOW = {"reptile": (1.0, 1.5, 2.0), "curriculum": (1.0, 1.5, 2.0), "cts": (0.2, 0.3, 0.5)}
 """The three ladder values evaluated first per method (from the first run's grids); extended while the
