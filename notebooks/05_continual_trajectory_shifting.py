@@ -290,7 +290,7 @@ assert chosen["Reptile (K=100)"] == 1.5
 # %%
 fig, ax = plt.subplots(figsize=(6.5, 3.8))
 for name, run in runs.items():
-    idx = np.unique(np.linspace(0, len(run.inner_steps) - 1, 13).astype(int))
+    idx = np.unique(np.linspace(0, len(run.inner_steps) - 1, 9).astype(int))
     ax.plot([run.inner_steps[i] for i in idx],
             [adaptation_auc(L, run.phis[i], K, ALPHA, T).mean().item() for i in idx], marker=".", label=name)
 ax.set_xlabel("cumulative inner steps per task")
@@ -356,7 +356,7 @@ ax.legend(fontsize=8)
 # 1, 2, 3 (a seed draws the datasets, the initialisation and the minibatches). This section reads
 # the K = 100 headline (and Reptile K = 10) from that run; the next section reads the whole map.
 #
-# The live run repeats seed 1 for 500 steps (Reptile and CTS at K = 100, the shipped β) and checks
+# The live run repeats seed 1 for 250 steps (Reptile and CTS at K = 100, the shipped β) and checks
 # it against the shipped numbers.
 
 # %%
@@ -372,7 +372,7 @@ inside = {n: min(val[n], key=float) != str(b) != max(val[n], key=float) for n, b
 print("choices at an end of the searched range (only possible at an end of the ladder):",
       [n for n, ok in inside.items() if not ok] or "none")
 assert all(ok or n in saved["tuning"]["on_edge"] for n, ok in inside.items())
-live_budget = 1000 if FULL else 500
+live_budget = 1000 if FULL else 250
 data = cts_glyphs.make_datasets(seed=saved["seeds"][0])
 live = {}
 for name, method in (("Reptile (K=100)", "reptile"), ("CTS (K=100)", "cts")):
@@ -508,13 +508,13 @@ assert all(q.mean <= 0 for q in cur.values())                                   
 # ## 9. Widget: the race
 #
 # Choose a start, the horizon K, the meta learning rate β and the inner learning rate α. Left:
-# the paths of φ under Reptile and CTS over the steps-needed map for a budget of 10·K inner steps
-# (Reptile: 10 meta-updates; CTS: 10·K). Right: AUC_K of the current φ as the budget is spent.
+# the paths of φ under Reptile and CTS over the steps-needed map for a budget of 5·K inner steps
+# (Reptile: 5 meta-updates; CTS: 5·K). Right: AUC_K of the current φ as the budget is spent.
 
 # %%
 def draw_race(start_x=12.0, start_y=-3.0, K=50, beta=0.1, alpha=0.05):
     start = torch.tensor([[start_x, start_y]], dtype=D)
-    budget = 10 * K
+    budget = 5 * K
     rep = run_reptile(L, start, T, K, alpha, beta, budget)
     cts = run_cts(L, start, T, K, alpha, beta, budget)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.3))
