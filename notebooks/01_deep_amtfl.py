@@ -30,7 +30,7 @@
 # (This paper is not meta-learning in the episodic sense; it is the group's earlier work on
 # *who should learn from whom*, an idea that returns in Bayesian TAML and Sequential Reptile.)
 #
-# **Time.** Reading ≈ 25 min. Compute ≈ NB01-TIME on one CPU core (the multi-seed, multi-level numbers are
+# **Time.** Reading ≈ 25 min. Compute ≈ 35 s on one CPU core (the multi-seed, multi-level numbers are
 # precomputed by `python -m tutor.experiments.amtfl`, ≈ 13 min on one core).
 
 # %%

@@ -29,7 +29,7 @@
 #
 # **Prerequisites.** Notebook 00 (Reptile); first-order Taylor expansion; Hessians.
 #
-# **Time.** Reading ≈ 30 min. Compute: ≈ NB05-TIME on one CPU core (`TUTOR_FULL=1` for finer grids and
+# **Time.** Reading ≈ 30 min. Compute: ≈ 60 s on one CPU core (`TUTOR_FULL=1` for finer grids and
 # longer runs); the glyph numbers are precomputed by `python -m tutor.experiments.cts_glyphs` (≈ 17 min on one core).
 
 # %%
