@@ -165,3 +165,23 @@ def test_imbalanced_glyph_split():
         imbalanced_glyphs(0, classes=3, counts=(1, 2))
     with pytest.raises(ValueError, match="count \\+ test_per_class"):
         imbalanced_glyphs(0, classes=2, counts=(19, 2), test_per_class=4)
+
+
+def test_reliability_weights_and_weighted_gomtl():
+    from tutor.papers.amtfl import fit_gomtl, fit_stl, gomtl_objective, reliability_weights
+
+    data = synthetic_regression(0, tasks=4, n_hard=2)
+    w = reliability_weights(data, ridge=2.0)
+    mse = task_losses(fit_stl(data, 2.0), data.x_train, data.y_train)
+    assert torch.allclose(w.mean(), torch.tensor(1.0)) and torch.allclose(w * mse, (w * mse)[0].expand(4))
+    assert (w[:2] > w[2:].max()).all()                                 # the noisy tasks get the small weights
+    x, y, L, S = small_problem(T=3)
+    c = torch.tensor([0.5, 1.0, 2.0], dtype=D)
+    cfg = AMTFLConfig(mu=0.1, lam=0.2)
+    direct = (c * task_losses(L @ S, x, y)).sum() + 0.1 * S.abs().sum() + 0.2 * L.pow(2).sum()
+    assert torch.allclose(gomtl_objective(L, S, x, y, cfg, c), direct)
+    plain = fit_gomtl(data, AMTFLConfig(steps=30), seed=0)["W"]
+    ones = fit_gomtl(data, AMTFLConfig(steps=30), seed=0, weights=torch.ones(4))["W"]
+    assert torch.allclose(plain, ones)
+    with pytest.raises(ValueError, match="weights"):
+        fit_gomtl(data, AMTFLConfig(steps=3), weights=torch.ones(3))

@@ -191,3 +191,50 @@ def test_errors():
         run_reptile(linear(), torch.zeros(1, 2, dtype=D), 3, 2, 0.1, 0.1, 10, direction="leap")
     with pytest.raises(FloatingPointError, match="alpha"):
         unroll(HimmelblauTasks().losses, torch.zeros(1, 2, dtype=D), 50, 10.0, 8)
+
+
+def test_horizon_schedule_grows_linearly_stays_within_budget_and_reduces_to_reptile():
+    from tutor.papers.cts import horizon_schedule
+
+    assert horizon_schedule(7, 7, 50) == [7] * 7                      # k_start == K: plain Reptile
+    h = horizon_schedule(5, 100, 2000)
+    assert h[0] == 5 and max(h) <= 100 and sum(h) <= 2000 and sum(h) + h[-1] > 2000 - 100
+    assert all(b >= a for a, b in zip(h, h[1:]))                      # never shrinks
+    spent = [sum(h[:i]) for i in range(len(h))]                        # episode i starts after spent[i] steps
+    assert h == [round(5 + 95 * min(1.0, s / 2000)) for s in spent]
+    longer = horizon_schedule(5, 100, 6000, ramp=2000)                 # a longer budget extends the same run
+    assert longer[:len(h)] == h and longer[-1] == 100
+    with pytest.raises(ValueError, match="k_start"):
+        horizon_schedule(10, 5, 100)
+
+
+def test_curriculum_reptile_with_a_constant_horizon_is_reptile():
+    from tutor.papers.cts import run_reptile_curriculum
+
+    losses = HimmelblauTasks().losses
+    phi0 = torch.tensor([[0.0, 0.0], [10.0, 3.0]], dtype=D)
+    a = run_reptile_curriculum(losses, phi0, 8, 4, 4, 0.02, 0.3, budget=30)
+    b = run_reptile(losses, phi0, 8, 4, 0.02, 0.3, budget=30)
+    assert torch.allclose(a.phis, b.phis) and a.inner_steps == b.inner_steps
+    c = run_reptile_curriculum(losses, phi0, 8, 1, 6, 0.02, 0.3, budget=30)
+    assert c.inner_steps[1] == 1 and all(s <= 30 for s in c.inner_steps)
+    with pytest.raises(ValueError, match="no meta-update"):
+        run_reptile_curriculum(losses, phi0, 8, 5, 6, 0.02, 0.3, budget=4)
+
+
+def test_one_beta_per_start_equals_separate_runs():
+    from tutor.papers.cts import run_reptile_curriculum
+
+    losses = HimmelblauTasks().losses
+    phi0 = torch.tensor([[0.0, 0.0], [10.0, 3.0], [4.0, -2.0]], dtype=D)
+    betas = torch.tensor([0.1, 0.5, 2.0], dtype=D)
+    for run in (lambda b, p: run_reptile(losses, p, 8, 4, 0.02, b, 20),
+                lambda b, p: run_cts(losses, p, 8, 4, 0.02, b, 20),
+                lambda b, p: run_reptile_curriculum(losses, p, 8, 1, 4, 0.02, b, 20)):
+        together = run(betas, phi0).phis
+        for i, b in enumerate(betas.tolist()):
+            assert torch.allclose(together[:, i], run(b, phi0[i:i + 1]).phis[:, 0])
+    with pytest.raises(ValueError, match="one value per start"):
+        run_reptile(losses, phi0, 8, 4, 0.02, betas[:2], 20)
+    with pytest.raises(ValueError, match=">= 0"):
+        run_cts(losses, phi0, 8, 4, 0.02, -betas, 20)

@@ -11,6 +11,9 @@ Shallow models (all tasks stacked in one tensor: ``x (T, n, d)``, ``y (T, n)``, 
 * **STL**: ridge regression per task.                                                  -> fit_stl
 * **GO-MTL** (Kumar & Daume 2012): ``W = L S``,
   ``min sum_t L_t(L s_t) + mu ||S||_1 + lam ||L||_F^2`` -- symmetric shared bases.        -> fit_gomtl
+* **Reliability-weighted GO-MTL** (our control, not in the papers): GO-MTL with task t's loss weighted
+  by ``c_t = 1 / (its single-task training MSE)``, normalised to mean 1 -- the loss as a reliability
+  signal without any feedback matrix.                         -> reliability_weights, fit_gomtl(weights=)
 * **AMTL** (2016): ``min_{W, B >= 0} sum_t (1 + mu ||b_t^o||_1) L_t(w_t) + lam sum_t ||w_t - W b_t||^2``
   (row ``b_t^o`` of B: task t's outgoing transfer; column ``b_t``: who reconstructs task t);
   Algorithm 1 alternates a W-step (gradient) and a B-step (a non-negative lasso per target,
@@ -58,7 +61,8 @@ from tutor.divergence import DivergenceGuard
 from tutor.nets import MLP
 from tutor.validation import as_float, as_int
 
-__all__ = ["AMTFLConfig", "task_losses", "fit_stl", "gomtl_objective", "fit_gomtl", "amtfl_objective", "fit_amtfl",
+__all__ = ["AMTFLConfig", "task_losses", "fit_stl", "reliability_weights", "gomtl_objective", "fit_gomtl",
+           "amtfl_objective", "fit_amtfl",
            "nonneg_lasso", "weighted_nonneg_lasso_pista", "amtl_b_step", "amtl_objective", "fit_amtl", "size_term",
            "DeepConfig", "deep_init", "deep_objective", "fit_deep", "rmse"]
 
@@ -134,17 +138,31 @@ def _init_bases(data: MultiTaskData, k: int, gen: torch.Generator):
     return L, S
 
 
+def reliability_weights(data: MultiTaskData, ridge: float = 1.0) -> torch.Tensor:
+    """``c_t = 1 / MSE_t`` of single-task ridge regression on task t's training data, normalised so that
+    ``mean_t c_t = 1`` (a per-task reliability weight computed before any multi-task fit), ``(T,)``."""
+    inv = 1.0 / task_losses(fit_stl(data, ridge), data.x_train, data.y_train)
+    return inv / inv.mean()
+
+
 def gomtl_objective(L: torch.Tensor, S: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-                    config: AMTFLConfig) -> torch.Tensor:
-    """GO-MTL: ``sum_t L_t(L s_t) + mu ||S||_1 + lam ||L||_F^2`` with ``L (d, k)``, ``S (k, T)``."""
-    return task_losses(L @ S, x, y).sum() + config.mu * S.abs().sum() + config.lam * L.pow(2).sum()
+                    config: AMTFLConfig, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """GO-MTL: ``sum_t c_t L_t(L s_t) + mu ||S||_1 + lam ||L||_F^2`` with ``L (d, k)``, ``S (k, T)``;
+    ``weights`` c ``(T,)`` default to 1 (plain GO-MTL)."""
+    losses = task_losses(L @ S, x, y)
+    fit = losses.sum() if weights is None else (weights * losses).sum()
+    return fit + config.mu * S.abs().sum() + config.lam * L.pow(2).sum()
 
 
-def fit_gomtl(data: MultiTaskData, config: AMTFLConfig | None = None, seed: int = 0) -> dict:
-    """GO-MTL: ``W = L S`` with sparse codes; returns ``{"L", "S", "W", "history"}``."""
+def fit_gomtl(data: MultiTaskData, config: AMTFLConfig | None = None, seed: int = 0,
+              weights: torch.Tensor | None = None) -> dict:
+    """GO-MTL: ``W = L S`` with sparse codes; returns ``{"L", "S", "W", "history"}``.  ``weights (T,)``
+    weight every task's loss (see :func:`reliability_weights`)."""
     cfg = config or AMTFLConfig()
+    if weights is not None and (weights.shape != (data.num_tasks,) or not (weights > 0).all()):
+        raise ValueError(f"weights must be positive, one per task ({data.num_tasks}), got shape {tuple(weights.shape)}")
     L, S = _init_bases(data, cfg.k, torch.Generator().manual_seed(seed))
-    hist = _adam([L, S], lambda: gomtl_objective(L, S, data.x_train, data.y_train, cfg), cfg.steps, cfg.lr)
+    hist = _adam([L, S], lambda: gomtl_objective(L, S, data.x_train, data.y_train, cfg, weights), cfg.steps, cfg.lr)
     return {"L": L.detach(), "S": S.detach(), "W": (L @ S).detach(), "history": hist}
 
 
