@@ -717,17 +717,17 @@ def _pretrain_main(args) -> int:
 def _regime_maps(record: dict) -> list:
     """The four regime maps from the toy and script-group runs (paired per seed)."""
     maps = []
-    toy = record["toy_regime"]["energy"]
-    spreads = record["toy_regime"]["settings"]["spreads"]
-    for base, key in (("MTL", "toy_mtl"), ("Sequential SGD", "toy_seq")):
+    toy = record.get("toy_regime", {}).get("energy")
+    spreads = record.get("toy_regime", {}).get("settings", {}).get("spreads", [])
+    for base, key in (("MTL", "toy_mtl"), ("Sequential SGD", "toy_seq")) if toy else ():
         maps.append(regime_map("spread of the task optima (degrees), Toy B", spreads,
                                {v: toy["Seq-Reptile"][str(v)] for v in spreads},
                                {v: toy[base][str(v)] for v in spreads}, method="Seq-Reptile", baseline=base,
                                metric="final conflict energy (toy B)", higher_is_better=False,
                                prediction=PREDICTIONS[key]))
-    groups = record["script_regime"]
+    groups = record.get("script_regime", {})
     names = list(groups)
-    for base, key in (("MTL", "real_mtl"), ("seq_mtl", "real_seq")):
+    for base, key in (("MTL", "real_mtl"), ("seq_mtl", "real_seq")) if groups else ():
         def scores(m):
             return {g: [groups[g][s][m]["mean_accuracy"] for s in sorted(groups[g], key=int)] for g in names}
         maps.append(regime_map("language group (CLDR typing, 4 languages)", names, scores("Seq-Reptile"),
@@ -760,14 +760,19 @@ def main(argv=None) -> int:
                    help="the AdamW learning rate of the second (gentle) operating point")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), metavar="METHOD",
                    help=f"any of {list(METHODS)}")
-    p.add_argument("--parts", nargs="+", default=["main", "gentle", "regime"], choices=["main", "gentle", "regime"],
-                   help="what to run besides tuning: the tuned runs, the gentle operating point, the regime maps")
+    parts = ["main", "gentle", "toy", "script"]
+    p.add_argument("--parts", nargs="+", default=parts, choices=parts,
+                   help="what to run: the tuned runs, the gentle operating point, the toy and the script-group "
+                        "regime maps (tuning runs whenever main or script is asked for)")
     p.add_argument("--toy-starts", type=cli_int(1), default=64, help="random starts per seed in the toy regime map")
     p.add_argument("--cache", default=None, help="a JSON-lines file of finished runs to resume from (optional)")
     p.add_argument("--checkpoint", default=str(CHECKPOINT), help="the pretrained encoder to fine-tune (read only)")
     add_output_arguments(p, "seq_reptile.json")
     args = p.parse_args(argv)
     out = resolve_output(args.out, "seq_reptile.json", overwrite=args.overwrite)     # checked before any work
+    missing = [m for m in REGIME_METHODS if m not in args.methods]
+    if "script" in args.parts and missing:
+        p.error(f"argument --parts: the script-group regime map needs the methods {missing} in --methods")
     if args.cache and not Path(args.cache).parent.is_dir():
         p.error(f"argument --cache: folder {Path(args.cache).parent} does not exist")
     if args.dry_run:
@@ -779,13 +784,16 @@ def main(argv=None) -> int:
     data = build_data(cfg, vocab)
     cache = RunCache(args.cache)
     start = time.perf_counter()
-    tuning = tune(pre, data, cfg, args.methods, cache=cache)
-    print("learning rates chosen on validation names (tuning seeds", cfg.tune_seeds, "):", tuning["chosen"],
-          "on grid edge:", [m for m, e in tuning["on_edge"].items() if e], f"({time.perf_counter() - start:.0f} s)")
+    tuning = None
+    if {"main", "script"} & set(args.parts):
+        tuning = tune(pre, data, cfg, args.methods, cache=cache)
+        print("learning rates chosen on validation names (tuning seeds", cfg.tune_seeds, "):", tuning["chosen"],
+              "on grid edge:", [m for m, e in tuning["on_edge"].items() if e], f"({time.perf_counter() - start:.0f} s)")
     record = {"command": "python -m tutor.experiments.seq_reptile " + " ".join(argv),
               "date": datetime.date.today().isoformat(), "torch": str(torch.__version__),
               "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
-              "methods": args.methods, "seeds": args.seeds, "tuning": tuning, "predictions": PREDICTIONS}
+              "methods": args.methods, "seeds": args.seeds, "parts": args.parts, "tuning": tuning,
+              "predictions": PREDICTIONS}
     if "main" in args.parts:
         runs = {}
         for seed in args.seeds:
@@ -802,19 +810,18 @@ def main(argv=None) -> int:
             print(f"gentle seed {seed}:", {m: round(r["mean_accuracy"] * 100, 1)
                                            for m, r in record["gentle"]["runs"][str(seed)].items()},
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
-    if "regime" in args.parts:
-        missing = [m for m in REGIME_METHODS if m not in args.methods]
-        if missing:
-            p.error(f"argument --parts: the regime map needs the methods {missing} in --methods")
+    if "toy" in args.parts:
         record["toy_regime"] = cache.get(json.dumps(["toy", args.seeds, args.toy_starts]),
                                          lambda: toy_regime(args.seeds, starts=args.toy_starts))
         record["toy_regime"]["energy"] = {m: {str(k): v for k, v in d.items()}
                                           for m, d in record["toy_regime"]["energy"].items()}
         print(f"toy regime done ({time.perf_counter() - start:.0f} s)", flush=True)
+    if "script" in args.parts:
         record["script_groups"] = {k: list(v) for k, v in SCRIPT_GROUPS.items()}
         record["script_regime"] = script_regime(pre, data, cfg, tuning["chosen"], args.seeds, cache)
-        record["regime"] = _regime_maps(record)
         print(f"script-group regime done ({time.perf_counter() - start:.0f} s)", flush=True)
+    if "toy" in args.parts or "script" in args.parts:
+        record["regime"] = _regime_maps(record)
     record["seconds"] = round(time.perf_counter() - start, 1)
     atomic_write_json(out, record, indent=1)
     print("wrote", out)
