@@ -346,41 +346,28 @@ assert max(frac_A.values()) - min(frac_A.values()) < 0.1                        
 # language** (`tutor/data/cldr.py`).
 #
 # * **"Multilingual model":** a character-level convolutional encoder pretrained by masked-character
-#   prediction on the names of 41 locales, with 10% of every locale's names held out. It has 122k
-#   parameters with its masked-character head; **61k are fine-tuned** (embedding, convolutions and a new
-#   3-class typing head; the masked-character head stays fixed to measure forgetting). The pretraining
-#   was run once by `python -m tutor.experiments.seq_reptile pretrain` (≈ 1 min on one core) and ships
-#   as `data/checkpoints/seq_reptile_mlm.pt` (500 kB, SHA-256 below).
+#   prediction on the names of 41 locales, with 10% of every locale's names held out: 122k parameters
+#   with its masked-character head, of which **61k are fine-tuned** (embedding, convolutions and a new
+#   3-class typing head; the masked-character head stays fixed to measure forgetting).
+#   The pretraining was run once by `python -m tutor.experiments.seq_reptile pretrain` (≈ 1 min on one
+#   core) and ships as `data/checkpoints/seq_reptile_mlm.pt` (500 kB, SHA-256 below).
 # * **Tasks:** entity typing — *is this string the name of a territory, a language or a currency?* — in
 #   the 9 TyDi-QA languages, 32 names per class to train on, 16 to validate, 48 to test.
-# * **What we measure:** the paper's three quantities — per-language test accuracy, the inter-language
-#   gradient alignment during training, and forgetting (rise of the held-out masked-character loss;
-#   uniform guessing over the 937 characters scores ln 937 = 6.84 nats) — plus **zero-shot** accuracy on
-#   8 languages never fine-tuned on (de es hi tr vi el fa ta). Our zero-shot is *multi-source* (one model
+# * **What we measure:** the paper's three quantities — per-language test accuracy, forgetting (rise of
+#   the held-out masked-character loss; uniform guessing over the 937 characters scores ln 937 = 6.84
+#   nats) and the inter-language gradient cosine during training — plus zero-shot accuracy on 8
+#   languages never fine-tuned on (de es hi tr vi el fa ta). Our zero-shot is *multi-source* (one model
 #   trained on 9 languages, tested on 8 others); the paper's is MNLI → XNLI from one source language.
-# * **Alignment probes:** at 9 points of every run, the per-language gradients at the shared weights on
-#   **class-balanced validation names** (16 per class and language, never trained on). An earlier version
-#   of this notebook probed the first 48 *training* names of each language; the splits are stored sorted
-#   by class, so those probes held no currency at all, and the cosine tracked the remaining training
-#   loss rather than agreement. We log the mean pairwise cosine (full vector, and the encoder alone,
-#   without the typing head), the mean pairwise inner product, the conflict energy Σ_t‖g_t‖², and the
-#   training loss.
 # * **Equal gradient budget, unequal updates:** every method computes 1800 mini-batch gradients of 16
-#   names (the same names seen), but MTL, PCGrad and GradVac combine 9 of them per step (200 AdamW updates
-#   of 144 names) while Sequential Reptile makes 1800 inner updates of 16 names. The table below prints
-#   both counts for every method.
-# * **Parts 1–3 analyse plain SGD; this part runs AdamW, with the Adam state reset at every
-#   trajectory** (so every trajectory's first step is lr·sign(g)), as the paper fine-tunes mBERT with AdamW.
-#   To tell the interpolation, the resets and the update count apart we added four arms:
-#   `seq_mtl` (the same single-language batches in the same order, one AdamW state, no interpolation),
-#   `seq_reptile_eta1` (η = 1: Adam reset every 36 steps, no interpolation), `mtl_small_batch` (MTL on
-#   mixed batches of 16 names, 1800 updates) and `seq_reptile_sgd` (the plain-SGD inner loop that
-#   Parts 1–3 analyse).
-# * **Tuning:** every method's learning rate by mean validation accuracy over two tuning seeds, on a
-#   three-point half-decade grid (AdamW 3e-3 … 3e-2, SGD 0.1 … 1) extended whenever the choice sat on an
-#   edge. PCGrad reshuffles the other tasks for every task i, as in the original; GradVac uses one
-#   shuffled order per step. Seq-Reptile: K = 36 (4 per language), η = 0.5; parallel Reptile: 4 steps
-#   per language.
+#   names (the same number of names seen), but MTL, PCGrad and GradVac combine 9 of them per step (200
+#   AdamW updates of 144 names) while Sequential Reptile makes 1800 inner updates of 16 names (and 50
+#   interpolations). Every method's AdamW learning rate was chosen from the same grid on the validation
+#   names of one separate tuning seed (432 names: a standard error of about 2 points, as large as the
+#   gaps between neighbouring grid values). Seq-Reptile: K = 36 (4 per language), η = 0.5; parallel
+#   Reptile: 4 steps per language.
+# * **Parts 1–3 analyse plain SGD; this part runs AdamW with the Adam state reset at every trajectory**
+#   (every trajectory's first step is lr·sign(g)), as the paper fine-tunes mBERT with AdamW. The
+#   analysis of Section 3 is therefore not the mechanism measured here.
 #
 # The multi-seed results were produced by the package's own driver; we read them, check their
 # checksum, and recompute every number below from the per-seed runs. Then we rerun seed 0 live.
@@ -394,16 +381,12 @@ print("results:", saved["command"], "|", saved["date"], "| torch", saved["torch"
 SEEDS = [str(s) for s in saved["seeds"]]
 METHODS = saved["methods"]
 tuning = saved["tuning"]
-for m in METHODS:
-    r = saved["runs"][SEEDS[0]][m]
-    print(f"{m:>17}: lr {tuning['chosen'][m]:<6} (grid {tuning['grids'][m]}{', ON EDGE' if tuning['on_edge'][m] else ''})"
-          f" | {r['calls']} gradient evaluations, {r['updates']} updates, {r['outer_updates']} outer steps")
-assert not any(tuning["on_edge"].values())
+print("AdamW learning rate chosen on validation names:", tuning["chosen"])
+print("on the edge of the grid", tuning["grid"], ":", [m for m, e in tuning["on_edge"].items() if e] or "none")
 
 
-def per_seed(method, key, runs=None):
-    runs = runs or saved["runs"]
-    return [runs[s][method][key] for s in SEEDS]
+def per_seed(method, key):
+    return [saved["runs"][s][method][key] for s in SEEDS]
 
 
 def fmt(values, scale=100):
@@ -411,122 +394,100 @@ def fmt(values, scale=100):
     return f"{m * scale:6.1f} ± {ci * scale:4.1f}"
 
 
-def table(runs, methods):
-    print(f"{'method':>17} | {'accuracy (9 langs)':>18} | {'zero-shot (8)':>14} | {'forgetting (nats)':>18} | "
-          f"{'MLM loss after':>14}")
-    for m in methods:
-        zs = fmt(per_seed(m, "mean_zero_shot", runs)) if m != "STL" else "n/a".rjust(14)
-        print(f"{m:>17} | {fmt(per_seed(m, 'mean_accuracy', runs)):>18} | {zs:>14} | "
-              f"{fmt(per_seed(m, 'forgetting', runs), 1):>18} | {fmt(per_seed(m, 'mlm_after', runs), 1):>14}")
+print(f"\n{len(SEEDS)} seeds, mean ± 95% Student-t CI over seeds")
+print(f"{'method':>17} | {'accuracy (9 langs)':>18} | {'zero-shot (8)':>14} | {'forgetting (nats)':>18}")
+for m in METHODS:
+    zs = fmt(per_seed(m, "mean_zero_shot")) if m != "STL" else "n/a".rjust(14)
+    print(f"{m:>17} | {fmt(per_seed(m, 'mean_accuracy')):>18} | {zs:>14} | "
+          f"{fmt(per_seed(m, 'forgetting'), 1):>18}")
 
+# %%
+print("paired differences Seq-Reptile − baseline over seeds (mean ± 95% t-CI)")
+paired = {}
+for m in METHODS:
+    if m == "Seq-Reptile":
+        continue
+    row = {}
+    for key in ("mean_accuracy", "mean_zero_shot", "forgetting"):
+        if m == "STL" and key == "mean_zero_shot":
+            continue
+        d = [a - b for a, b in zip(per_seed("Seq-Reptile", key), per_seed(m, key))]
+        row[key] = mean_ci(d)
+    paired[m] = row
+    print(f"{m:>17}: " + "; ".join(f"{k} {v[0] * (100 if k != 'forgetting' else 1):+.2f} ± "
+                                   f"{v[1] * (100 if k != 'forgetting' else 1):.2f}" for k, v in row.items()))
 
-def paired(key, a, b, runs=None):
-    """Paired difference a − b over seeds: (mean, 95% Student-t half-width)."""
-    return mean_ci([x - y for x, y in zip(per_seed(a, key, runs), per_seed(b, key, runs))])
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+langs = list(saved["config"]["languages"])
+w = 0.8 / len(METHODS)
+for j, m in enumerate(METHODS):
+    acc = np.array([[saved["runs"][s][m]["accuracy"][lang] for lang in langs] for s in SEEDS]) * 100
+    axes[0].bar(np.arange(len(langs)) + j * w, acc.mean(0), w, color=COLORS[m], label=m)
+    if m != "STL":
+        cos = np.array([[c for _, c in saved["runs"][s][m]["cosine"]] for s in SEEDS])
+        calls = [c for c, _ in saved["runs"][SEEDS[0]][m]["cosine"]]
+        axes[1].plot(calls, cos.mean(0), "o-", color=COLORS[m], label=m, ms=3)
+    f = per_seed(m, "forgetting")
+    axes[2].bar(j, np.mean(f), yerr=mean_ci(f)[1], color=COLORS[m], capsize=4)
+axes[0].set_xticks(np.arange(len(langs)) + 0.4, langs)
+axes[0].set(title="test accuracy per language (%)", ylim=(30, 100))
+axes[0].legend(fontsize=7, ncol=3)
+axes[1].set(title="gradient cosine on class-sorted training probes\n(biased, see text)", xlabel="mini-batch gradients")
+axes[1].legend(fontsize=7)
+axes[2].set_xticks(range(len(METHODS)), METHODS, rotation=30, fontsize=8)
+axes[2].set(title="forgetting: Δ held-out masked-char loss")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# **What the real experiment shows** (5 seeds; the numbers are the ones printed above, and the next
+# cell re-derives every sentence of this paragraph from the per-seed runs):
+# * **Accuracy on the 9 fine-tuning languages.** Sequential Reptile is the best of the five
+#   multilingual methods: paired differences over MTL +3.5 ± 1.7 points, PCGrad +2.3 ± 1.5, GradVac
+#   +5.0 ± 3.8 and parallel Reptile +2.3 ± 2.0, every interval excluding 0. But it only **ties
+#   single-task fine-tuning** (−0.1 ± 1.3): at this scale one shared model brings no gain over nine
+#   separate models; Sequential Reptile is the multilingual method that loses least against them.
+# * **Zero-shot accuracy** on 8 languages never fine-tuned on: every multilingual method lands at
+#   49–52% (chance is 33%); no paired difference with Sequential Reptile excludes 0.
+# * **Forgetting cannot rank these methods here.** After fine-tuning, the held-out masked-character
+#   loss of MTL, GradVac, Sequential Reptile and parallel Reptile is *above* uniform guessing (6.84 nats,
+#   mean over seeds): the metric is saturated at these learning rates. PCGrad and STL, tuned to a 3×
+#   smaller learning rate, stay below it.
+# * **The gradient cosine in this file is not an alignment measurement.** It was probed on the first
+#   48 *training* names of each language; the splits are stored sorted by class, so every probe held
+#   no currency at all, and on names every method has memorised the cosine mostly tracks the remaining
+#   training loss. We draw no conclusion from it. The driver now probes class-balanced validation names
+#   (`probe_batch`); those results are not in this file yet.
+#
+# So Sequential Reptile's accuracy is above every multilingual baseline here, but **we have not tested
+# why**: the controls that would separate the Reptile interpolation from its side effects (sequential
+# single-language AdamW on the same batches, η = 1, MTL with as many updates) are in the driver but not
+# yet in the shipped results. Neither forgetting nor the cosine in this file can speak for the paper's
+# mechanism. None of this tests the paper's mBERT experiments.
+
+# %%
+def paired(key, other):
+    return mean_ci([a - b for a, b in zip(per_seed("Seq-Reptile", key), per_seed(other, key))])
 
 
 def excludes_zero(mc):
     return abs(mc[0]) > mc[1]
 
 
-print(f"\n{len(SEEDS)} seeds, mean ± 95% Student-t CI over seeds; uniform guessing = {math.log(937):.2f} nats")
-table(saved["runs"], METHODS)
-
-# %%
-print("paired differences Seq-Reptile − other method over seeds (mean ± 95% t-CI; accuracy in points)")
-for m in METHODS:
-    if m == "Seq-Reptile":
-        continue
-    keys = ("mean_accuracy", "forgetting") if m == "STL" else ("mean_accuracy", "mean_zero_shot", "forgetting")
-    row = {k: paired(k, "Seq-Reptile", m) for k in keys}
-    print(f"{m:>17}: " + "; ".join(f"{k} {v[0] * (1 if k == 'forgetting' else 100):+.2f} ± "
-                                   f"{v[1] * (1 if k == 'forgetting' else 100):.2f}" for k, v in row.items()))
-
-# %%
-PROBE_KEYS = {"cosine": "cosine (full vector)", "cosine_encoder": "cosine (encoder only)",
-              "inner": "mean inner product ⟨g_i, g_j⟩", "energy": "conflict energy Σ‖g_t‖²"}
-MULTI = [m for m in METHODS if m != "STL"]
+def mlm_after(m):                          # held-out masked-character loss after fine-tuning, mean over seeds
+    return float(np.mean([r["mlm_before"] + r["forgetting"] for r in (saved["runs"][s][m] for s in SEEDS)]))
 
 
-def probe_curve(m, key, runs=None):
-    runs = runs or saved["runs"]
-    return np.array([[p[key] for p in runs[s][m]["probes"]] for s in SEEDS])        # (seeds, probes)
-
-
-def mean_probe(m, key, runs=None):
-    """Per-seed mean over the probes after the start (the start is the same point for every method)."""
-    return list(probe_curve(m, key, runs)[:, 1:].mean(1))
-
-
-fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
-for m in MULTI:
-    loss = probe_curve(m, "train_loss").mean(0)
-    for ax, key in zip(axes, PROBE_KEYS):
-        ax.plot(loss, probe_curve(m, key).mean(0), marker="o", ms=3, color=COLORS.get(m), label=m,
-                ls="-" if m in COLORS else "--")
-for ax, (key, title) in zip(axes, PROBE_KEYS.items()):
-    ax.set(title=title, xlabel="training loss (mean over languages)", xscale="log")
-    ax.invert_xaxis()
-axes[3].set_yscale("log")
-axes[0].legend(fontsize=6, ncol=2)
-plt.tight_layout()
-plt.show()
-print("mean over the probes after the start (balanced validation names), mean over seeds:")
-for m in MULTI:
-    print(f"{m:>17}: " + ", ".join(f"{k} {np.mean(mean_probe(m, k)):.4g}" for k in PROBE_KEYS))
-
-# %%
-fig, axes = plt.subplots(1, 2, figsize=(14, 3.6))
-langs = list(saved["config"]["languages"])
-w = 0.8 / len(METHODS)
-for j, m in enumerate(METHODS):
-    acc = np.array([[saved["runs"][s][m]["accuracy"][lang] for lang in langs] for s in SEEDS]) * 100
-    axes[0].bar(np.arange(len(langs)) + j * w, acc.mean(0), w, color=COLORS.get(m, f"C{j}"), label=m)
-    f = per_seed(m, "mlm_after")
-    axes[1].bar(j, np.mean(f), yerr=mean_ci(f)[1], color=COLORS.get(m, f"C{j}"), capsize=4)
-axes[0].set_xticks(np.arange(len(langs)) + 0.4, langs)
-axes[0].set(title="test accuracy per language (%)", ylim=(30, 100))
-axes[0].legend(fontsize=6, ncol=4)
-axes[1].axhline(math.log(937), color="k", ls="--", lw=1, label="uniform guessing (6.84)")
-axes[1].axhline(per_seed("MTL", "mlm_before")[0], color="gray", ls=":", lw=1, label="before fine-tuning")
-axes[1].set_xticks(range(len(METHODS)), METHODS, rotation=35, fontsize=7)
-axes[1].set(title="held-out masked-character loss after fine-tuning (nats)")
-axes[1].legend(fontsize=7)
-plt.tight_layout()
-plt.show()
-
-# %% [markdown]
-# READING_MAIN
-
-# %%
-ASSERTS_MAIN
-
-# %% [markdown]
-# ### A gentle operating point (lr 10⁻³)
-# At the tuned learning rates the held-out masked-character loss ends near or above uniform guessing
-# for every method, so "less forgetting" cannot show there. The driver therefore also ran MTL,
-# Seq-Reptile, `seq_mtl`, `seq_reptile_eta1` and `mtl_small_batch` at AdamW lr 10⁻³ (not tuned; the same
-# for all), 5 seeds; the other arms were left out of this set to save compute.
-
-# %%
-gentle = saved["gentle"]
-GM = gentle["methods"]
-table(gentle["runs"], GM)
-print("\npaired differences Seq-Reptile − other (accuracy and zero-shot in points, forgetting in nats):")
-for m in GM:
-    if m != "Seq-Reptile":
-        row = {k: paired(k, "Seq-Reptile", m, gentle["runs"]) for k in ("mean_accuracy", "mean_zero_shot", "forgetting")}
-        print(f"{m:>17}: " + "; ".join(f"{k} {v[0] * (1 if k == 'forgetting' else 100):+.2f} ± "
-                                       f"{v[1] * (1 if k == 'forgetting' else 100):.2f}" for k, v in row.items()))
-print("alignment at lr 1e-3 (mean over probes and seeds):")
-for m in GM:
-    print(f"{m:>17}: " + ", ".join(f"{k} {np.mean(mean_probe(m, k, gentle['runs'])):.4g}" for k in PROBE_KEYS))
-
-# %% [markdown]
-# READING_GENTLE
-
-# %%
-ASSERTS_GENTLE
+multi = ["MTL", "PCGrad", "GradVac", "Parallel Reptile"]
+# the paragraph above, re-derived from the shipped per-seed runs (not a test of luck: the file is fixed)
+assert all(paired("mean_accuracy", m)[0] > 0 and excludes_zero(paired("mean_accuracy", m)) for m in multi)
+assert not excludes_zero(paired("mean_accuracy", "STL"))
+assert not any(excludes_zero(paired("mean_zero_shot", m)) for m in multi)
+assert not excludes_zero(paired("forgetting", "MTL"))
+assert all(mlm_after(m) > math.log(937) for m in ("MTL", "GradVac", "Seq-Reptile", "Parallel Reptile"))
+assert all(mlm_after(m) < math.log(937) for m in ("PCGrad", "STL"))
+print({m: round(mlm_after(m), 2) for m in METHODS}, "uniform guessing", round(math.log(937), 2))
 
 # %% [markdown]
 # **Live check.** We rerun seed 0 of three methods here, with the shipped checkpoint and the shipped
@@ -536,9 +497,8 @@ ASSERTS_GENTLE
 
 # %%
 pre, vocab, cfg = cldr_exp.load_pretrained()
-cfg = cldr_exp.CLDRConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["config"].items()})
 data = cldr_exp.build_data(cfg, vocab)
-LIVE = METHODS if FULL else ["MTL", "Seq-Reptile", "seq_mtl"]
+LIVE = METHODS if FULL else ["MTL", "Seq-Reptile", "Parallel Reptile"]
 threads = torch.get_num_threads()
 tutor.configure_threads(1)
 live = {m: cldr_exp.evaluate_model(cldr_exp.finetune(m, pre, data, cfg, tuning["chosen"][m], seed=0), data, cfg, pre)
@@ -553,59 +513,57 @@ for m, r in live.items():
 # %% [markdown]
 # ## Regime map
 # The paper's argument: the gain comes from aligning *conflicting* task gradients, so it should grow
-# with the amount of conflict. The driver's docstring registered two predictions before the runs
-# (printed below). **(a) Toy B** with the three private wells 0°, s, 2s apart around the compromise
-# point (s = 0: the tasks agree), 64 random starts near the compromise per seed, final conflict energy;
-# Seq-Reptile against MTL and against sequential SGD (η = 1, the toy's SeqMTL). α = 0.2, K = 3, η = 0.5
-# (Part 3's α = 0.3, K = 12 made MTL oscillate when the wells coincide). **(b) The real task** on two
-# 4-language groups, one sharing the Latin script (en fi id sw), one with four scripts (ar bn ko ru),
-# budget scaled to 800 gradients and K = 16, at the learning rates tuned on 9 languages. 5 seeds,
-# paired, Student-t.
+# with the amount of conflict and vanish where the tasks agree. The driver's docstring
+# (`tutor/experiments/seq_reptile.py`) registered these predictions **before** any run:
+# * Toy B with the three private wells at 0°, s, 2s around the compromise point (s = 0: the tasks
+#   agree): Seq-Reptile's gain over MTL in final conflict energy is indistinguishable from 0 at s = 0 and
+#   grows with s; its gain over sequential SGD (η = 1, the toy's "SeqMTL") is much smaller than its gain
+#   over MTL at every s > 0.
+# * CLDR typing on a 4-language group sharing the Latin script (en fi id sw) against one with four
+#   scripts (ar bn ko ru): higher balanced-probe cosine within the shared-script group, a larger gain
+#   over MTL for the mixed-script group, no gain over `seq_mtl` in either.
+#
+# **What is here.** The multi-seed driver run that ships both maps did not finish in this revision's
+# compute window, so this section computes the **Toy B map live** (3 seeds, 64 random starts within
+# distance 1 of the compromise point per seed, α = 0.2, K = 3, η = 0.5, 600 outer steps; a smaller step
+# than Part 3's because MTL oscillates at α = 0.3, K = 12 when the wells coincide) and says nothing yet
+# about the real-task map.
 
 # %%
 from tutor import viz  # noqa: E402
-from tutor.experiments.regime import summarise_regime  # noqa: E402
+from tutor.experiments.regime import regime_map, summarise_regime  # noqa: E402
 
-REG = saved["regime"]
-for reg in REG:
-    print(f"{reg['method']} vs {reg['baseline']} ({reg['metric']}): predicted: {reg['prediction']}")
-    for p in summarise_regime(reg):
-        print(f"    {str(p.value):>18}: gain {p.gain:+.4f}  (difference {p.mean:+.4f} ± {p.ci95:.4f}, "
-              f"{p.n_seeds} seeds{', excludes 0' if p.excludes_zero else ''})")
-fig, axes = plt.subplots(1, 2, figsize=(13, 3.8))
-viz.regime_plot(REG[0], operating_point=120, ax=axes[0], label="Seq-Reptile − MTL")
-viz.regime_plot(REG[1], ax=axes[0], label="Seq-Reptile − sequential SGD")
-viz.regime_plot(REG[2], ax=axes[1], scale=100, label="Seq-Reptile − MTL")
-viz.regime_plot(REG[3], ax=axes[1], scale=100, label="Seq-Reptile − seq_mtl")
-axes[0].set_title("(a) Toy B: conflict energy vs spread of the task optima", fontsize=10)
-axes[1].set_title("(b) CLDR typing: accuracy (points) by script group", fontsize=10)
-axes[1].set_ylabel("test accuracy (points): method − baseline\n(higher is better for the method)")
-for a in axes:
-    a.legend(fontsize=7)
-plt.tight_layout()
+toy_map = cldr_exp.toy_regime([0, 1, 2])                     # ≈ 15 s on one core
+E = toy_map["energy"]
+SPREADS = list(cldr_exp.TOY_SPREADS)
+maps = {base: regime_map("spread of the task optima (degrees), Toy B", SPREADS, E["Seq-Reptile"], E[base],
+                         method="Seq-Reptile", baseline=base, metric="final conflict energy", higher_is_better=False,
+                         prediction=cldr_exp.PREDICTIONS["toy_mtl" if base == "MTL" else "toy_seq"])
+        for base in ("MTL", "Sequential SGD")}
+fig, ax = plt.subplots(figsize=(6.5, 3.8))
+for base, reg in maps.items():
+    viz.regime_plot(reg, operating_point=120, ax=ax, label=f"Seq-Reptile − {base}")
+ax.legend(fontsize=8)
 plt.show()
-groups = saved["script_regime"]
-group_cos = {g: float(np.mean([np.mean([p["cosine_encoder"] for p in groups[g][s][m]["probes"][1:]])
-                               for s in groups[g] for m in ("MTL", "Seq-Reptile", "seq_mtl")])) for g in groups}
-print("balanced-probe encoder cosine by group (mean over probes, methods, seeds):",
-      {g: round(c, 4) for g, c in group_cos.items()})
+pts = {base: {p.value: p for p in summarise_regime(reg)} for base, reg in maps.items()}
+for base in maps:
+    print(f"vs {base}: " + "; ".join(f"{v}°: gain {p.gain:+.3f} ± {p.ci95:.3f}" for v, p in pts[base].items()))
 
 # %%
-# one live point: Toy B at the paper-like spread of 120 degrees, seed 0 (about 1 s)
-st = saved["toy_regime"]["settings"]
-live_toy = cldr_exp.toy_regime([0], spreads=(120,), starts=st["starts"], steps=st["steps"], alpha=st["alpha"],
-                               K=st["K"], eta=st["eta"])
-for m, energies in live_toy["energy"].items():
-    stored = saved["toy_regime"]["energy"][m]["120"][0]
-    print(f"{m:>15}: final conflict energy {energies[120][0]:.5f} (stored {stored:.5f})")
-    assert abs(energies[120][0] - stored) < 1e-6 * max(1.0, stored)
-
-# %%
-ASSERTS_REGIME
+mtl, sgd = pts["MTL"], pts["Sequential SGD"]
+assert not mtl[0].excludes_zero and not sgd[0].excludes_zero            # no gain where the tasks agree
+assert all(mtl[v].gain > 0 for v in (30, 60, 90, 120)) and mtl[90].excludes_zero and mtl[120].excludes_zero
+assert mtl[30].gain < mtl[60].gain < mtl[90].gain                       # grows with the spread up to 90° ...
+assert mtl[120].gain < mtl[90].gain                                     # ... but not beyond
+assert all(abs(sgd[v].gain) < 0.5 * mtl[v].gain for v in (60, 90, 120))   # sequential SGD gets most of it
+assert not any(p.excludes_zero for p in sgd.values())
 
 # %% [markdown]
-# READING_REGIME
-
+# **Reading.** Toy B: the first prediction held in part — no gain where the tasks agree, a mean gain
+# that grows from 30° to 90° (with 3 seeds its interval excludes 0 at 90° and 120° only), but a smaller
+# one at 120° than at 90°; the second held: against sequential SGD (η = 1) no interval excludes 0 and
+# the gain is under half the gain over MTL from 60° on, so on this toy the gain over MTL comes with the
+# consecutive single-task steps, not with the interpolation. The real-task map is not measured yet.
 
 # %% [markdown]
 # ## 8. Widget — gradient alignment
