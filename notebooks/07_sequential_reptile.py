@@ -366,8 +366,8 @@ assert max(frac_A.values()) - min(frac_A.values()) < 0.1                        
 #   gaps between neighbouring grid values). Seq-Reptile: K = 36 (4 per language), η = 0.5; parallel
 #   Reptile: 4 steps per language.
 # * **Parts 1–3 analyse plain SGD; this part runs AdamW with the Adam state reset at every trajectory**
-#   (every trajectory's first step is lr·sign(g)), as the paper fine-tunes mBERT with AdamW. The
-#   analysis of Section 3 is therefore not the mechanism measured here.
+#   (every trajectory's first step is lr·sign(g)), as the paper fine-tunes mBERT with AdamW: the
+#   algorithm run here is not the one Section 3 analyses.
 #
 # The multi-seed results were produced by the package's own driver; we read them, check their
 # checksum, and recompute every number below from the per-seed runs. Then we rerun seed 0 live.
@@ -525,9 +525,10 @@ for m, r in live.items():
 #
 # **What is here.** The multi-seed driver run that ships both maps did not finish in this revision's
 # compute window, so this section computes the **Toy B map live** (3 seeds, 64 random starts within
-# distance 1 of the compromise point per seed, α = 0.2, K = 3, η = 0.5, 600 outer steps; a smaller step
-# than Part 3's because MTL oscillates at α = 0.3, K = 12 when the wells coincide) and says nothing yet
-# about the real-task map.
+# distance 1 of the compromise point per seed, α = 0.2, K = 3, η = 0.5, 600 outer steps). The steps are
+# smaller than Part 3's because in our pilot (not rerun here) MTL did not settle at α = 0.3, K = 12 when
+# the wells coincide: its step on the summed gradient is then too large for the well's curvature. This
+# section says nothing yet about the real-task map.
 
 # %%
 from tutor import viz  # noqa: E402
