@@ -374,24 +374,132 @@ def test_typing_oracle_gradient_matches_finite_differences_and_rejects_bad_tasks
     assert isinstance(Flat(pre).unflatten(Flat(pre).flatten(pre))["emb"], torch.Tensor)
 
 
+def _tiny(**kw):
+    from tutor.experiments.seq_reptile import CLDRConfig, build_data, init_encoder
+
+    kw = {"K": 2, **kw}
+    cfg = CLDRConfig(languages=("en", "fi"), zero_shot=(), other_locales=(), n_train=4, n_val=2, n_test=2,
+                     hidden=8, emb=4, heldout_eval=10, probe_size=6, **kw)
+    data = build_data(cfg)
+    pre = init_encoder(len(data.vocab), cfg, torch.Generator().manual_seed(0))
+    return cfg, data, pre
+
+
+def test_every_probe_batch_is_class_balanced_held_out_and_contains_every_class():
+    from tutor.experiments.seq_reptile import CLDRConfig, build_data, probe_batch
+
+    cfg = CLDRConfig(zero_shot=(), other_locales=(), heldout_eval=10)          # the 9 real languages
+    data = build_data(cfg)
+    C = len(cfg.categories)
+    for lang in cfg.languages:
+        x, y = probe_batch(data, lang, cfg.probe_size)
+        assert torch.equal(torch.bincount(y, minlength=C), torch.full((C,), cfg.probe_size // C)), lang
+        val = {tuple(r.tolist()) for r in data.val[lang][0]}
+        assert all(tuple(r.tolist()) in val for r in x)                          # held-out names only
+        # the pattern this replaces: the first names of a class-sorted split miss a class
+        assert torch.bincount(data.train[lang][1][:cfg.probe_size], minlength=C).eq(0).any()
+    with pytest.raises(ValueError, match="probe_size=2 must give at least one name of each of the 3 classes"):
+        probe_batch(data, "en", 2)
+    with pytest.raises(ValueError, match="fewer than"):
+        probe_batch(data, "en", 3 * (cfg.n_val + 1))
+    with pytest.raises(ValueError, match="probe split"):
+        probe_batch(data, "en", 48, "test")
+
+
+def test_pcgrad_reshuffles_the_other_tasks_for_every_task():
+    g = torch.randn(4, 6, generator=torch.Generator().manual_seed(3), dtype=D)
+    clone = torch.Generator().manual_seed(7)
+    perms = [torch.randperm(4, generator=clone).tolist() for _ in range(4)]     # one fresh order per task i
+    expect = sum(_pc_one(g, i, perms[i]) for i in range(4))
+    assert torch.allclose(pcgrad(g, gen=torch.Generator().manual_seed(7)), expect, atol=1e-12)
+    with pytest.raises(ValueError, match="not both"):
+        pcgrad(g, order=[0, 1, 2, 3], gen=torch.Generator())
+
+
+def _pc_one(g, i, order):
+    gi = g[i]
+    for j in order:
+        if j != i and gi @ g[j] < 0:
+            gi = gi - (gi @ g[j]) / (g[j] @ g[j]) * g[j]
+    return gi
+
+
+def test_seq_mtl_equals_seq_reptile_eta1_over_one_trajectory_and_update_counts():
+    from tutor.experiments.seq_reptile import METHODS, evaluate_model, finetune
+
+    cfg, data, pre = _tiny(budget=8, K=8, probes=2)
+    a = finetune("seq_mtl", pre, data, cfg, 1e-2, seed=1)
+    b = finetune("seq_reptile_eta1", pre, data, cfg, 1e-2, seed=1)
+    assert torch.allclose(a["theta"], b["theta"], atol=1e-6)                    # same batches, same order, one state
+    c = finetune("Seq-Reptile", pre, data, cfg, 1e-2, seed=1)
+    assert not torch.allclose(a["theta"], c["theta"])                           # eta = 0.5 interpolates
+    cfg, data, pre = _tiny(budget=8, probes=2)
+    want = {"MTL": 4, "PCGrad": 4, "GradVac": 4, "mtl_small_batch": 8, "seq_mtl": 8, "Seq-Reptile": 8,
+            "seq_reptile_eta1": 8, "seq_reptile_sgd": 8, "Parallel Reptile": 8, "STL": 8}
+    assert set(want) == set(METHODS)
+    for m, updates in want.items():
+        r = finetune(m, pre, data, cfg, 1e-2, seed=0)
+        assert r["calls"] == 8 and r["updates"] == updates, m
+        assert r["outer_updates"] == (4 if "Reptile" in m or m.startswith("seq_reptile") else 0), m
+        if m != "STL":
+            assert len(r["probes"]) == 3 and all(-1 <= p["cosine_encoder"] <= 1 for p in r["probes"]), m
+            assert all(p["energy"] >= 0 and math.isfinite(p["train_loss"]) for p in r["probes"]), m
+        out = evaluate_model(r, data, cfg, pre)
+        assert abs(out["mlm_after"] - out["mlm_before"] - out["forgetting"]) < 1e-9
+
+
+def test_alignment_numbers_match_their_definitions():
+    from tutor.experiments.seq_reptile import alignment
+
+    g = torch.tensor([[1.0, 0.0, 2.0], [0.0, 1.0, 2.0], [1.0, 1.0, 0.0]], dtype=D)
+    enc = torch.tensor([True, True, False])
+    a = alignment(g, enc)
+    assert abs(a["energy"] - (5 + 5 + 2)) < 1e-12
+    assert abs(a["inner"] - (4 + 1 + 1) / 3) < 1e-12                          # mean over the 3 pairs
+    assert abs(a["cosine_encoder"] - (0 + 2 * 2 ** -0.5) / 3) < 1e-12
+
+
+def test_half_decade_ladder_and_wells_spread():
+    from tutor.experiments.seq_reptile import half_decade
+
+    assert [half_decade(3e-3, -1), half_decade(1e-3, -1), half_decade(3e-2, 1), half_decade(1.0, 1)] == \
+        [1e-3, 3e-4, 0.1, 3.0]
+    p = torch.randn(5, 3, 2, generator=torch.Generator().manual_seed(0), dtype=D)
+    t = torch.tensor([0, 1, 2])
+    assert torch.equal(wells_tasks(3)(p, t), wells_tasks(3, spread=120.0)(p, t))
+    same = wells_tasks(3, spread=0.0)(p[:, :1].expand(5, 3, 2), t)
+    assert torch.equal(same[:, 0], same[:, 1]) and torch.equal(same[:, 0], same[:, 2])
+    with pytest.raises(ValueError, match="spread"):
+        wells_tasks(3, spread=400.0)
+
+
 def test_seq_reptile_driver_smoke(tmp_path):
     import json
 
     from tutor.experiments import seq_reptile as drv
+    from tutor.experiments.regime import check_regime
 
     ckpt = tmp_path / "mlm.pt"
     assert drv.main(["pretrain", "--steps", "3", "--out", str(ckpt)]) == 0
     pre, vocab, cfg = drv.load_pretrained(ckpt)
     assert set(pre) >= {"emb", "mlm.weight"} and len(vocab) == pre["emb"].shape[0]
     out = tmp_path / "r.json"
-    assert drv.main(["--seeds", "0", "1", "--budget", "36", "--lr-grid", "0.001", "0.003",
-                     "--checkpoint", str(ckpt), "--out", str(out)]) == 0
+    cache = tmp_path / "cache.jsonl"
+    argv = ["--seeds", "0", "1", "--budget", "36", "--lr-grid", "0.001", "0.003", "0.01", "--tune-seeds", "5",
+            "--toy-starts", "2", "--checkpoint", str(ckpt), "--cache", str(cache), "--out", str(out)]
+    assert drv.main(argv) == 0
     record = json.loads(out.read_text())
     assert set(record["runs"]) == {"0", "1"} and set(record["runs"]["0"]) == set(drv.METHODS)
     r = record["runs"]["0"]["Seq-Reptile"]
     assert set(r["accuracy"]) == set(drv.TYDI_LANGUAGES) and set(r["zero_shot"]) == set(drv.ZERO_SHOT)
-    assert r["cosine"] and all(-1 <= c <= 1 for _, c in r["cosine"]) and math.isfinite(r["forgetting"])
+    assert r["probes"] and all(-1 <= p["cosine"] <= 1 for p in r["probes"]) and math.isfinite(r["forgetting"])
     assert record["runs"]["0"]["STL"]["zero_shot"] == {}
     assert set(record["tuning"]["chosen"]) == set(drv.METHODS) and "command" in record and "date" in record
+    assert set(record["gentle"]["runs"]["1"]) == set(drv.GENTLE_METHODS)
+    check_regime(record["regime"])
+    assert len(record["regime"]) == 4 and all(len(d) == 2 for m in record["regime"] for d in m["per_seed"].values())
+    lines = len(cache.read_text().splitlines())
+    assert drv.main(argv + ["--overwrite"]) == 0                                 # resumed: nothing recomputed
+    assert len(cache.read_text().splitlines()) == lines
     with pytest.raises(ValueError, match="method"):
         drv.finetune("MAML", pre, drv.build_data(cfg, vocab), cfg, 1e-3)

@@ -274,18 +274,21 @@ def _dot(a, b):
     return (a * b).sum(-1, keepdim=True)
 
 
-def pcgrad(g: torch.Tensor, order: list[int] | None = None) -> torch.Tensor:
+def pcgrad(g: torch.Tensor, order: list[int] | None = None, gen: torch.Generator | None = None) -> torch.Tensor:
     """PCGrad (Yu et al. 2020): for each task i, for each other task j (in ``order``), if
     ``<g_i', g_j> < 0`` remove from g_i' its component along g_j; return ``sum_i g_i'`` ``(..., dim)``.
 
-    The paper shuffles the other tasks randomly per step; pass ``order`` to fix it (default 0..T-1).
+    The original shuffles the other tasks afresh **for every task i**: pass a generator ``gen`` to do
+    that (one ``randperm`` per i); otherwise ``order`` (default 0..T-1) is used for every i.
     """
     T = g.shape[-2]
+    if gen is not None and order is not None:
+        raise ValueError("pcgrad takes either a fixed order or a generator that reshuffles per task, not both")
     order = list(range(T)) if order is None else list(order)
     out = []
     for i in range(T):
         gi = g[..., i, :]
-        for j in order:
+        for j in (torch.randperm(T, generator=gen).tolist() if gen is not None else order):
             if j == i:
                 continue
             gj = g[..., j, :]
@@ -470,10 +473,16 @@ def product_tasks(targets=(1.0, 3.0)) -> Losses:
 
 
 def wells_tasks(num_tasks: int = 3, shared_depth: float = 1.0, private_depth: float = 2.0,
-                centre=(4.0, 0.0), radius: float = 1.0) -> Losses:
+                centre=(4.0, 0.0), radius: float = 1.0, spread: float | None = None) -> Losses:
     """Toy B, "consensus vs compromise": every task has a shared shallow Gaussian well at (0, 0)
-    (sigma 1) and a private deep well (sigma 0.7) at ``radius`` from ``centre``, at angles 2 pi t / T."""
-    ang = 2 * math.pi * torch.arange(num_tasks, dtype=torch.float64) / num_tasks
+    (sigma 1) and a private deep well (sigma 0.7) at ``radius`` from ``centre``, at angles
+    ``spread * t`` degrees (default ``spread = 360 / T``: evenly around the centre).  ``spread = 0``
+    puts every private well at the same place (the tasks agree); larger spreads make them conflict."""
+    if spread is None:
+        spread = 360.0 / num_tasks
+    if not (math.isfinite(spread) and 0 <= spread <= 360):
+        raise ValueError(f"spread must be an angle in degrees within [0, 360], got {spread}")
+    ang = math.radians(spread) * torch.arange(num_tasks, dtype=torch.float64)
     private = torch.tensor(centre, dtype=torch.float64) + radius * torch.stack([ang.cos(), ang.sin()], -1)
 
     def losses(p, tasks):
