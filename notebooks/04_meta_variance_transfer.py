@@ -59,6 +59,7 @@ from tutor.papers.mvt import (
     WorldConfig,
     augmented_prototype_logits,
     donor_deviations,
+    gate,
     gated_transfer,
     mahalanobis_logits,
     prototype_logits_means,
@@ -123,8 +124,9 @@ ROOT = Path(tutor.__file__).resolve().parents[1]
 # $$\hat h_{c,m} = \mu_c + \tilde v_{c,m}$$
 #
 # The gate in (b) is *meant* to learn which coordinates of a donor deviation are nuisance (pass) and
-# which carry the donor's identity (block). Trained with our reconstructed losses it learns neither:
-# it closes and blocks everything (§8b works out why).
+# which carry the donor's identity (block). On glyphs, trained with our reconstructed losses, it learned
+# neither: the seed-0 gate we kept closed and blocks everything (§8b works out why; in the regime-map
+# world it barely moved from its start, see "What failed").
 
 # %%
 print(inspect.getsource(donor_deviations))
@@ -205,14 +207,15 @@ print(f"paired: Mahalanobis - Euclidean {100 * gap_m:+.1f} ± {100 * gap_ci:.1f}
 assert gap_m - gap_ci > 0.10                       # transferred spread helps, by a wide margin
 assert abs(100 * gap_m - 23) < 2                   # "by about 23 points" (summary)
 assert aug_m + aug_ci < 0.01                       # averaging into the mean prototype does not help
-assert abs(orc_m) < 0.02                           # the transferred covariance is as good as the truth
+assert abs(orc_m) < 0.005                          # within half a point of the oracle (it is ahead by ~0.1)
 no_transfer = toy_accuracies(ToyConfig(), episodes=200, seed=0, transfer="none")
 assert torch.equal(no_transfer["mahalanobis"], no_transfer["euclidean"])   # no transfer: nothing to use
 
 # %% [markdown]
 # **When the premise fails.** If every class has its *own* random covariance, a donor's deviations
-# describe the wrong shape. Then most of the gain disappears (the paired difference below), while the
-# oracle (which knows each class's own covariance) still beats Euclidean:
+# describe the wrong shape. Then the gain disappears: Mahalanobis-from-transfer scores about as well as
+# Euclidean (slightly below it, the paired difference below), while the oracle (which knows each
+# class's own covariance) still beats Euclidean:
 
 # %%
 own = toy_accuracies(ToyConfig(per_class_cov=True), episodes=TOY_EPISODES, seed=0)
@@ -221,7 +224,7 @@ for k in ("euclidean", "mahalanobis", "oracle"):
     print(f"per-class covariances: {names[k]:40s} {100 * m:5.1f} ± {100 * ci:.1f}%")
 own_gap = mean_ci(own["mahalanobis"] - own["euclidean"])
 print(f"Mahalanobis - Euclidean {100 * own_gap[0]:+.1f} ± {100 * own_gap[1]:.1f} points")
-assert own_gap[0] < gap_m - 0.10                   # most of the gain disappears without shared variation
+assert own_gap[0] + own_gap[1] < 0.005             # the gain is gone: at most +0.5 points, against ~23 above
 own_orc = mean_ci(own["oracle"] - own["euclidean"])
 assert own_orc[0] - own_orc[1] > 0                 # the oracle still beats Euclidean
 
@@ -297,12 +300,13 @@ widgets.interactive(draw_playground, angle=widgets.slider(0.6, 0.0, 3.1), anisot
                     seed=widgets.slider(0, 0, 20))
 
 # %% [markdown]
-# Things to try: **anisotropy 1** (round classes: no shape to transfer, every classifier ties);
+# Things to try: **anisotropy 1** (round classes: no shape to transfer, Mahalanobis and the oracle tie
+# with Euclidean);
 # **transfer "noise"** (isotropic deviations of the right size but the wrong shape: Mahalanobis
 # falls back to Euclidean); **transfer "stats"** (each axis divided by the donor's std and multiplied by
 # the mean donor std: a per-axis rescaling, which keeps the correlation, so with a shared covariance it
-# scores like naive; checked below); **per-class covariance** on (the premise fails); **shots 5** (does
-# the gap shrink? Exercise 3).
+# scores like naive; checked below, with the first two); **per-class covariance** on (the premise fails);
+# **shots 5** (does the gap shrink? Exercise 3).
 
 # %%
 stats_toy = toy_accuracies(ToyConfig(), episodes=TOY_EPISODES, seed=0, transfer="stats")
@@ -311,6 +315,13 @@ st_vs = mean_ci(stats_toy["mahalanobis"] - toy["mahalanobis"])
 print(f"stats: Mahalanobis - Euclidean {100 * st_m:+.1f} ± {100 * st_ci:.1f} (naive {100 * gap_m:+.1f} ± "
       f"{100 * gap_ci:.1f}); stats - naive {100 * st_vs[0]:+.2f} ± {100 * st_vs[1]:.2f} points")
 assert abs(st_vs[0]) < 0.01                        # stats keeps the rotation: it scores like naive
+noise_toy = toy_accuracies(ToyConfig(), episodes=TOY_EPISODES, seed=0, transfer="noise")
+round_toy = toy_accuracies(ToyConfig(stds=(3.0, 3.0)), episodes=TOY_EPISODES, seed=0)
+nz, rd = (mean_ci(t["mahalanobis"] - t["euclidean"]) for t in (noise_toy, round_toy))
+print(f"Mahalanobis - Euclidean: noise transfer {100 * nz[0]:+.2f} ± {100 * nz[1]:.2f}; anisotropy 1 "
+      f"{100 * rd[0]:+.2f} ± {100 * rd[1]:.2f} points")
+assert abs(nz[0]) < 0.005 and abs(rd[0]) < 0.005   # noise: falls back to Euclidean; round classes: ties
+assert abs((round_toy["oracle"] - round_toy["euclidean"]).mean().item()) < 0.001   # ... and so does the oracle
 
 # %% [markdown]
 # ## 6. Glyphs with a shared nuisance
@@ -449,17 +460,21 @@ plt.show()
 # the gain per seed was +1.4, +1.6 and +2.3 points: **+1.8 ± 1.2 points** (Student-t 95% over seeds),
 # small but of the same sign in every seed.
 #
-# **The control with the gate fixed at 0 says it is not transfer.** `gate_zero` (ProtoNet plus the
-# separation term, nothing transferred) scored +1.5 ± 7.7 points over ProtoNet (−2.1, +3.0, +3.5 per
-# seed), and gated − gate_zero was +0.3 ± 6.8 (+3.4, −1.5, −1.2): with 3 seeds the gated arm is not
-# distinguishable from the control that transfers nothing, so its gain is **not attributable to
-# transfer**. §8b measures why it could not be: the trained gate is closed (openness ≈ 10⁻⁵), so its
-# virtual samples sit on the prototypes, and its test-time heads score like plain prototypes (option
-# P and Mahalanobis within 0.3 points of plain in every seed). The feature-noise control (+3.1 ± 5.0;
-# +2.0, +1.8, +5.4) and naive transfer (+2.5 ± 7.3; −0.9, +4.3, +4.2) are larger on average than the
-# gated arm but, with 3 seeds, not distinguishable from it. Option P in training (`gated_p`) gave
-# +2.0 ± 4.3 (+0.0, +3.0, +3.0): not distinguishable from zero nor from option Q. We have not
-# measured *when* during training the gated model's gain arose.
+# **The control with the gate fixed at 0 cannot separate them; the gate says it is not transfer.**
+# `gate_zero` (ProtoNet plus the separation term, nothing transferred) scored +1.5 ± 7.7 points over
+# ProtoNet (−2.1, +3.0, +3.5 per seed), and gated − gate_zero was +0.3 ± 6.8 (+3.4, −1.5, −1.2): with
+# 3 seeds the gated arm is not distinguishable from the control that transfers nothing — which, with
+# intervals this wide, does not show that they are equal either. What says the gated gain is **not
+# attributable to transfer** is the gate itself: the seed-0 gated model (the one we kept, §8b) is
+# closed (openness ≈ 10⁻⁵), so its virtual samples sit on the prototypes. The seed-1 and seed-2 models
+# were not kept and their openness was not recorded (the `gated` and `gated_p` arms come from the
+# first run, before the driver logged openness); that their test-time heads score like plain
+# prototypes (option P and Mahalanobis within 0.3 points of plain in every seed) is what a closed
+# gate gives, but it does not measure the gate. The feature-noise control (+3.1 ± 5.0; +2.0, +1.8,
+# +5.4) and naive transfer (+2.5 ± 7.3; −0.9, +4.3, +4.2) are larger on average than the gated arm
+# but, with 3 seeds, not distinguishable from it. Option P in training (`gated_p`, openness not
+# recorded) gave +2.0 ± 4.3 (+0.0, +3.0, +3.0): not distinguishable from zero nor from option Q. We
+# have not measured *when* during training the gated model's gain arose.
 #
 # **With the gate open, transfer still shows no gain on glyphs.** Query matching keeps its gate open
 # (openness 1.0 in every seed: it saturates at naive transfer; on the seed-0 model the 1-shot query
@@ -469,9 +484,19 @@ plt.show()
 # its open-gate transferred deviations at test made things *worse*: its Mahalanobis head scored
 # −2.7 ± 2.0 points below its own plain prototypes (−3.1, −1.8, −3.2), and option P at test
 # −0.3 ± 0.4. As pre-registered in the driver, we see no clear glyph gain from transfer at this
-# budget; the nuisances (rotation, shear, dilation) are not additive in pixel space, and the regime
-# map below shows what transfer needs: shared *additive* directions. Whether the learned glyph
-# embedding lacks them we have not tested.
+# budget. The nuisances (rotation, shear, dilation) are not additive in pixel space; the regime map
+# below shows transfer paying off when one additive nuisance is shared by all classes and not when
+# each class has its own, but every setting there is additive, so it does not test non-additive
+# nuisances. Whether the learned glyph embedding has shared nuisance directions we have not tested.
+#
+# **Three pairs whose intervals exclude 0.** Of the 21 pairwise comparisons between the seven glyph
+# arms (plain prototypes, seed-level Student-t), three exclude 0: the gated arm over ProtoNet (the
+# +1.8 ± 1.2 above, the comparison this notebook set out to make); naive transfer (the gate fixed at 1)
+# over `gate_zero` (the gate fixed at 0) in every seed, +1.0 ± 0.8 (+1.2, +1.2, +0.7); and the
+# feature-noise control over query matching in every seed, +1.0 ± 0.5 (+0.7, +1.0, +1.1). Neither
+# naive transfer nor noise is distinguishable from ProtoNet. With 21 comparisons at 95% each, about
+# one such interval is expected by chance alone, so we read none of the three as strong evidence, and
+# the last two (not planned) as evidence neither for nor against transfer, without more seeds.
 #
 # **The caveat, on images.** Augmenting ProtoNet's prototypes at test time with naive virtual samples
 # changed accuracy by −0.2 ± 0.4 points (§3). A Mahalanobis head whose covariance comes from raw
@@ -530,6 +555,21 @@ assert abs(off_d[0]) < off_d[1]                                            # san
 m, ci = mean_ci([x - y for x, y in zip(summary["nuisance", "gated/prototype"][2],
                                        summary["no_nuisance", "gated/prototype"][2])])
 assert abs(m) < ci                                                         # +0.6 vs +1.8: not separable
+assert "gated" not in saved["openness"] and "gated_p" not in saved["openness"]   # not recorded for seeds 1, 2
+ARMS = ("protonet", "gated", "gated_p", "noise", "naive", "gate_zero", "query_matching")
+apart = {}
+for i, a in enumerate(ARMS):                                               # all 21 pairs of glyph arms
+    for b in ARMS[i + 1:]:
+        m, ci = mean_ci(seed_diffs("nuisance", f"{a}/prototype", f"{b}/prototype"))
+        if abs(m) > ci:
+            apart[a, b] = (m, ci)
+print("pairs whose seed-level interval excludes 0:", {k: f"{100 * m:+.2f} ± {100 * ci:.2f}" for k, (m, ci) in apart.items()})
+assert set(apart) == {("protonet", "gated"), ("naive", "gate_zero"), ("noise", "query_matching")}
+assert abs(noise_d[0]) < noise_d[1] and abs(naive_d[0]) < naive_d[1]       # neither is apart from ProtoNet
+m, ci = apart["naive", "gate_zero"]
+assert m < 0 and abs(100 * m + 1.0) < 0.05 and (seed_diffs("nuisance", "gate_zero/prototype", "naive/prototype") > 0).all()
+m, ci = apart["noise", "query_matching"]
+assert m < 0 and abs(100 * m + 1.0) < 0.06 and (seed_diffs("nuisance", "query_matching/prototype", "noise/prototype") > 0).all()
 
 # %% [markdown]
 # ## 8b. Why the gate closes: a lesson about augmentation objectives
@@ -707,29 +747,52 @@ for arm, acc in live_pt.items():
 # strength 0 (every arm's tuning chose shrinkage 1, i.e. ProtoNet, in every seed), +0.2 ± 0.2 at 1,
 # **+15.3 ± 0.3 at 2.5** and +33.0 ± 0.6 at 4 points: it grows with the nuisance, as predicted
 # (prediction 1 held). Rotated donor deviations and isotropic noise gained nothing at any strength
-# (tuning rejected them: shrinkage 1; noise −0.04 ± 0.12 at 4), so the gain comes from the shared
-# *directions*, not from spread (prediction 2 held). *Each class its own L:* the gain is exactly 0 at
+# (validation chose shrinkage 1, i.e. ProtoNet, for `rotated` in every seed and setting, and for
+# `noise` in all but one: seed 1 at strength 4 chose 0.7 and lost 0.2 points there, −0.04 ± 0.12 over
+# seeds), so the gain comes from the shared *directions*, not from spread (prediction 2 held). *Each class its own L:* the gain is exactly 0 at
 # every strength and seed, because validation chose shrinkage 1 for every arm; forced to use the
 # transferred covariance (naive transfer, shrinkage 0.4) the validation accuracy at strength 2.5 would
 # have dropped by about 2 points in every seed (prediction 3 held). *Shots:* +15.3 → +12.1 → +6.6
 # points at 1, 2 and 5 shots: the gain shrinks but stays positive; at 5 shots the support's own pooled
 # spread gains +4.9 ± 0.3, and transfer beats it by +1.6 ± 0.1 — within the ±2 points we
-# pre-registered, but still ahead in every seed (prediction 4 held as stated).
+# pre-registered, but ahead in every seed with an interval excluding 0. Prediction 4 held by its
+# ±2-point margin; its reading that transfer is no longer needed at 5 shots did not hold.
 #
 # **What failed.** Prediction 5 (the L_V-trained gate closes and gains nothing here) did not hold: in
-# this world the L_V gate stayed half open (openness 0.40–0.50) and gained +15.1 ± 0.2 at strength 2.5;
-# only at strength 4 did query matching beat it (+4.2 ± 1.3). What we measured about why the collapse
-# has little grip here: L_V with the gate fully open is small (printed in the live cell; below its
-# glyph value at gate 1 in §8b), validation chose the *smallest* learning rate of the grid for the L_V
-# gate (the least training scored best), and the shared Mahalanobis head ignores a uniform scale of
-# the deviations (scaled by 0.01: the same accuracy within 0.2 points), so a gate that shrinks every
-# coordinate alike costs nothing. We have not trained the L_V gate longer. Query matching itself did
-# no better than naive transfer anywhere (its gate saturates open). The learned arms' learning rate
-# sat on the grid's lower edge in most settings (recorded as `lr_on_edge`): a wider grid is left undone.
+# this world the L_V gate stayed near where it started (its last layer starts at zero, so every gate
+# starts at 0.5; after training, openness 0.40–0.50 at strengths 2.5 and 4, 0.36–0.50 over all
+# settings) and gained +15.1 ± 0.2 at strength 2.5. Query matching beat it clearly only at strength 4
+# (+4.2 ± 1.3); at 5 shots by +0.5 ± 0.4, and elsewhere by at most +0.7 points with intervals
+# containing 0. We have not tested why the collapse has little grip here. What we measured: L_V with
+# the gate fully open is small (printed in the live cell; below its glyph value at gate 1 in §8b),
+# validation chose the *smallest* learning rate of the grid for the L_V gate in every setting (the
+# least training scored best), and the shared Mahalanobis head ignores a uniform scale of the
+# deviations (scaled by 0.01: the same accuracy within 0.2 points), so a gate that shrinks every
+# coordinate alike costs nothing. We have not trained the L_V gate longer. Query matching was within
+# 0.1 points of naive transfer everywhere (ahead by +0.03 to +0.06 points in the four shared settings
+# with strength 2.5 or more, intervals excluding 0): in this world, meta-learning the gate added almost
+# nothing over raw donor deviations (its gate sits near open, openness ≥ 0.96). The learned arms'
+# learning rate sat on the grid's lower edge in most settings (recorded as `lr_on_edge`): a wider grid
+# is left undone.
 
 # %%
 P = points
+_ARMS_W = ("naive", "rotated", "noise", "query_matching", "gated")
 assert P["shared"][0.0].mean == 0 and not P["shared"][0.0].excludes_zero            # no nuisance: no gain
+
+
+def shrinkages(setting, arm):
+    return [c[arm]["shrinkage"] for c in settings[setting]["chosen"].values()]
+
+
+assert all(x == 1.0 for a in _ARMS_W for x in shrinkages("shared/nuisance=0.0/shots=1", a))   # all chose ProtoNet
+for name in settings:
+    assert all(x == 1.0 for x in shrinkages(name, "rotated")), name
+    noise_sh = {(name, s): c["noise"]["shrinkage"] for s, c in settings[name]["chosen"].items()}
+    assert all(x == 1.0 for k, x in noise_sh.items() if k != ("shared/nuisance=4.0/shots=1", "1")), name
+assert settings["shared/nuisance=4.0/shots=1"]["chosen"]["1"]["noise"]["shrinkage"] == 0.7
+d, (m, ci) = arm_gain("shared/nuisance=4.0/shots=1", "noise")
+assert abs(m + 0.04) < 0.01 and abs(d[1] + 0.22) < 0.01                            # lost 0.2 points in seed 1
 assert P["shared"][1.0].excludes_zero and P["shared"][1.0].mean < 1
 assert P["shared"][2.5].low > 8 and abs(P["shared"][2.5].mean - 15.3) < 0.05       # prediction 1
 assert abs(P["shared"][4.0].mean - 33.0) < 0.05 and P["shared"][4.0].mean > P["shared"][2.5].mean
@@ -741,29 +804,44 @@ for name in settings:                                                           
         assert m - ci <= 0 <= m + ci or m + ci < 0, (name, ctrl)
 for v, p in P["per_class"].items():                                               # prediction 3
     assert all(x == 0 for x in p.diffs), v
-    assert all(settings[f"per_class/nuisance={v}/shots=1"]["chosen"][s]["query_matching"]["shrinkage"] == 1.0
-               for s in settings[f"per_class/nuisance={v}/shots=1"]["chosen"])
+    assert all(x == 1.0 for a in _ARMS_W for x in shrinkages(f"per_class/nuisance={v}/shots=1", a))  # every arm
 forced = [val["naive"]["None/0.4"] - val["naive"]["None/1.0"]
           for val in settings["per_class/nuisance=2.5/shots=1"]["validation"].values()]
 assert all(-0.03 < f < -0.01 for f in forced)                                     # "about 2 points" worse
 shots = [P["shots"][k].mean for k in (1, 2, 5)]
 assert shots == sorted(shots, reverse=True) and P["shots"][5].low > 0              # prediction 4, first half
+assert all(abs(a - b) < 0.05 for a, b in zip(shots, (15.3, 12.1, 6.6)))            # +15.3 -> +12.1 -> +6.6
 sup_d, (m, ci) = arm_gain("shared/nuisance=2.5/shots=5", "query_matching", "support")
 assert abs(m) < 2 and all(x > 0 for x in sup_d) and abs(m - 1.6) < 0.05            # within +-2, ahead every seed
+assert m - ci > 0                                                                  # ... interval excluding 0
 assert abs(arm_gain("shared/nuisance=2.5/shots=5", "support")[1][0] - 4.9) < 0.05  # support's own spread
 g_open = [o for st in ("shared/nuisance=2.5/shots=1", "shared/nuisance=4.0/shots=1")
           for o in settings[st]["openness"]["gated"].values()]
-assert 0.4 <= min(g_open) and max(g_open) <= 0.5                                   # prediction 5 failed
+assert 0.4 <= min(g_open) and max(g_open) <= 0.5001                                # prediction 5 failed
+g_all = [o for r in settings.values() for o in r["openness"]["gated"].values()]
+assert 0.36 <= min(g_all) and max(g_all) <= 0.5001                                 # 0.36-0.50 over all settings
+_phi0 = transfer_init(8, 4, 0, D)                                                  # the gate's start: exactly 0.5
+assert torch.equal(gate(_phi0, torch.ones(3, 8, dtype=D), torch.ones(3, 8, dtype=D)), torch.full((3, 8), 0.5, dtype=D))
+assert min(o for r in settings.values() for o in r["openness"]["query_matching"].values()) >= 0.96
 d, (m, ci) = arm_gain("shared/nuisance=2.5/shots=1", "gated")
 assert abs(m - 15.1) < 0.05 and m - ci > 8
 d, (m, ci) = arm_gain("shared/nuisance=4.0/shots=1", "query_matching", "gated")
 assert m - ci > 0 and abs(m - 4.2) < 0.05
+d, (m, ci) = arm_gain("shared/nuisance=2.5/shots=5", "query_matching", "gated")
+assert m - ci > 0 and abs(m - 0.46) < 0.05                                         # 5 shots: +0.5 +- 0.4
+for name in settings:                                                             # elsewhere: <= +0.7, contains 0
+    if name not in ("shared/nuisance=4.0/shots=1", "shared/nuisance=2.5/shots=5"):
+        d, (m, ci) = arm_gain(name, "query_matching", "gated")
+        assert m < 0.75 and m - ci <= 0, name
 assert lv_open < lv_mean[-1]                                                      # smaller than on glyphs
-assert chosen0["gated"]["lr"] == min(W["config"]["lr_grid"])                      # smallest step chosen
+assert all(c["gated"]["lr"] == min(W["config"]["lr_grid"])                         # smallest step chosen, everywhere
+           for r in settings.values() for c in r["chosen"].values())
 assert abs(shrunk.mean().item() - live_pt["naive"].mean().item()) < 0.002          # head ignores the scale
 for name in settings:                                                             # query matching ~ naive
     d, (m, ci) = arm_gain(name, "query_matching", "naive")
-    assert abs(m) < 0.2, name
+    assert abs(m) < 0.1, name                                                      # within 0.1 points everywhere
+    if name.startswith("shared/nuisance=2.5") or name.startswith("shared/nuisance=4.0"):
+        assert m - ci > 0 and 0.02 < m < 0.07, name                                # ... a small edge, excluding 0
 
 # %% [markdown]
 # ## 9. Widget, panel B: transferred variations on glyphs
@@ -951,21 +1029,26 @@ assert result_3
 #   deviations), so a gain must come from training the embedding on virtual pseudo-queries or from a
 #   head that uses spread.
 # * In the 2-D toy with a shared covariance, the Mahalanobis head with a covariance estimated only
-#   from transferred deviations matched the oracle and beat the Euclidean prototype by ≈ 23 points;
+#   from transferred deviations came within 0.2 points of the oracle and beat the Euclidean prototype by
+#   ≈ 23 points;
 #   without shared covariance the gain disappeared.
-# * Our reconstructed L_V trains the gate to close: the −‖u‖² term cancels in the softmax, what is
-#   left is convex in u, and zero-mean deviations raise its expected value. On glyphs the trained gate
-#   passed ≈ 10⁻⁵ of each deviation. A loss that asks transferred deviations to *explain the real
-#   queries' deviations* (query matching, Gaussian likelihood) cannot close the gate: its gate stayed open.
+# * Our reconstructed L_V pushes the gate towards closing: the −‖u‖² term cancels in the softmax, what
+#   is left is convex in u, and zero-mean deviations raise its expected value. On glyphs the seed-0
+#   gated model (the one we kept) passed ≈ 10⁻⁵ of each deviation; in the regime-map world, 100 small
+#   steps moved the gate only from 0.5 to 0.36–0.50. A loss that asks transferred deviations to *explain
+#   the real queries' deviations* (query matching, Gaussian likelihood) cannot close the gate: its gate
+#   stayed open.
 # * On glyphs (3 seeds, 300 paired test episodes) the gated learner beat ProtoNet by +1.8 ± 1.2
 #   points, but it is not distinguishable from the control with the gate fixed at 0, from feature
 #   noise or from naive transfer; the open-gate query-matching learner (+2.1 ± 4.7) is not
 #   distinguishable from zero either, and its transferred covariance at test hurt (−2.7 ± 2.0 against
-#   its own plain prototypes). No glyph gain is attributable to transfer at this scale.
+#   its own plain prototypes). No glyph gain over ProtoNet is attributable to transfer at this scale
+#   (naive transfer did beat `gate_zero` in every seed, +1.0 ± 0.8, but as one of 21 pairwise comparisons).
 # * In a feature space where one low-rank nuisance is shared by all classes, transfer wins big
 #   (+15 points at strength 2.5, +33 at 4), and the controls (rotated deviations, noise) gain nothing;
-#   with per-class nuisance, no strength, or more shots the gain is zero or shrinks: the premise is
-#   what transfer needs (see the regime map).
+#   raw donor deviations (naive) gain as much as the meta-learned gate (within 0.1 points). With
+#   per-class nuisance or no nuisance the gain is zero (validation falls back to ProtoNet), and with
+#   more shots it shrinks: in this world the shared premise is what transfer needs (see the regime map).
 # * Not done here: the pre-trained-encoder mitigation, a stronger nuisance, the statistics-matching
 #   variant on glyphs, a class-vector head trained on virtual features, a ProtoNet arm that may use the
 #   donor images, and any paper numbers (we have none to compare with).

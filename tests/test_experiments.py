@@ -95,7 +95,7 @@ def test_cts_glyphs_meta_train_uses_the_paper_modules_steps():
     data = cts_glyphs.make_datasets(seed=0, tasks=2, test_tasks=1, val_tasks=1, ways=3)
     frozen = cts_glyphs.meta_train(data, "cts", 5, 6, beta=0.0, checkpoints=(6,))
     assert torch.equal(frozen[6], frozen[0])
-    with pytest.raises(ValueError, match="budget=6 is below the horizon K=10"):     # no untrained "result"
+    with pytest.raises(ValueError, match="budget=6 is below the first horizon 10"):     # no untrained "result"
         cts_glyphs.meta_train(data, "reptile", 10, 6, beta=0.5, checkpoints=(6,))
     moved = cts_glyphs.meta_train(data, "cts", 5, 6, beta=0.5, checkpoints=(6,))
     assert not torch.equal(moved[6], moved[0])

@@ -25,7 +25,8 @@ option P at test ("augmented", the caveat) and the shared Mahalanobis head from 
 variation.  Tuning: every method's Adam learning rate from the same grid, on validation episodes
 (validation classes, never scored), seed 0; the seed-0 run at the chosen rate is reused.  Sanity
 check: ``protonet`` and ``gated`` retrained with the nuisance switched off.  Gate openness
-(``|v~| / |v|``, ``MVT.openness``) is recorded for every transfer model trained in the run.
+(``|v~| / |v|``, ``MVT.openness``) is recorded for every transfer model trained in the run (the shipped
+file's ``gated`` and ``gated_p`` come from an earlier run, before openness was logged, and have none).
 
 ``--methods`` trains a subset and ``--reuse FILE`` copies the other methods' tuning and scores from
 an earlier results file with the same settings (training and test episodes are seeded, so a rerun
