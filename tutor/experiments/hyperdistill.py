@@ -22,7 +22,8 @@ differences; amortised JVPs per inner-opt (LinearEstimation included).  **Diagno
 (every 5 inner-opts, on 10 fixed validation tasks from the run's current lam and phi, in the one-step,
 scaled, HyperDistill and exact runs): the second-order-only cosine to exact and the projection
 |.|/|exact SO| of one-step, the Eq. 7 gamma-sum and the distilled JVP (theta = 1, so any theta multiplies
-it), the theta of the run (stale up to 4 inner-opts) and a fresh refit, and 5 D* draws.
+it), the theta the run fitted at that same inner-opt (same lam and phi, its own training meta-batch; the
+refit precedes the diagnostic) and a refit on the diagnostic trajectory, and 5 D* draws.
 
 **Regime map (pre-registered before the run).**  The factor that creates short-horizon bias is the length
 of the memory of the inner loop, about 1/(eta k) steps for curvature k: a smaller inner learning rate eta
@@ -37,8 +38,9 @@ one tuning seed; exact online takes one-step's validated learning rate, to save 
    2.2x too short) exact online beats one-step with an interval that excludes 0, and HyperDistill's gain
    lies between 0 and exact online's; both gains shrink as eta grows.
 2. *Quadratic tasks with a per-coordinate L2 strength as lam, eta in {0.1, 0.3, 1.0}*: ``L_val`` does not
-   depend on lam, so the first-order term is identically zero and the distilled JVP is exact (B linear in
-   w).  The paper's argument predicts gains that grow as eta shrinks.  Our pilot (seed 0, 20 inner-opts)
+   depend on lam, so the first-order term is identically zero and the distilled JVP equals the Eq. 7
+   gamma-sum exactly (B linear in w and independent of D; not the exact second-order term).  The paper's
+   argument predicts gains that grow as eta shrinks.  Our pilot (seed 0, 20 inner-opts)
    found one-step's SO direction 0.88-1.0 aligned with exact and only its length wrong (projection
    0.1-0.7), and Adam on lam rescales every coordinate; so we predict *no* gain beyond the seed spread
    of exact online or HyperDistill over one-step at any eta on this problem.

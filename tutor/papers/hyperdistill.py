@@ -35,7 +35,8 @@ Equations (numbered as in the paper) -> functions:
 * Alg. 3, the online loop (lambda moves after every inner step; Reptile on the initialisation of w)
                                                                     -> :func:`meta_train`, with the hypergradient
   of every method after inner step t in one place               -> :func:`online_hypergradient`
-  (``exact_online``: reverse mode through w_0..w_t after every step, 2t - 1 JVPs, the ceiling;
+  (``exact_online``: reverse mode through w_0..w_t after every step, 2t - 1 JVPs, the ceiling; its
+  Jacobians are taken at the current lam along iterates that earlier lams produced;
   ``scaled_one_step``: gamma = 0 with a fitted theta, the control that separates a length fix from the
   distilled direction)
 
@@ -59,7 +60,10 @@ Deliberate simplifications (see the notes §3.12 and §9):
   the notes' prototypes), Adam on lam as in App. G; the query-set size (30) and meta-learning the head
   by Reptile are our choices (the paper does not state them);
 * the distilled batch picks the same example positions for every task of a meta-batch (the tasks'
-  examples differ, the positions are shared);
+  examples differ, the positions are shared); with the notebook's 5-example minibatches Eq. 14's
+  ``round(|D| p_t)`` quantises the mix (gamma = 0.3: one example kept per step, an effective decay of 0.2;
+  gamma = 0.9: four; gamma = 0.99: all five from t = 11 on, so D* stops taking new examples), which the
+  paper's |D| = 100 does not;
 * DrMAD updates lam once per inner-opt (it is offline); Neumann IFT updates it in the last K steps.
 """
 
