@@ -52,10 +52,13 @@ Deliberate simplifications and deviations (stated in notebook 03):
 3. mu heads are zero-initialised and the raw-sigma bias starts at -3 (sigma ~ 0.05), so Deterministic
    TAML starts exactly at Meta-SGD and Bayesian TAML within that small noise of it (official: sigma ~
    softplus(0) = 0.69; ``sigma_init=0.0`` selects it).  Training moves the latents far from 0.
-4. Conv4's batch norm keeps a learnable scale (official: offset only).  Under batch norm the z
-   scale and shift of a conv layer cancel in the forward pass at theta_0 and act through the
-   inner-loop gradients only (also true of the official model).
-5. beta_KL is an explicit argument; the notebook's live run uses 0.1 (a labelled deviation, notes §7).
+4. Conv4's batch norm keeps a learnable scale (official: offset only); so does the MLP's (``bn=True``,
+   the experiment's learner).  Under batch norm the z shift and the size |1 + z~| of the z scale
+   cancel in the forward pass at theta_0; the *sign* of 1 + z~ does not (a unit with 1 + z~ < 0 is
+   negated before its ReLU), so z reaches the starting function through those signs as well as the
+   inner-loop gradients (also true of the official model; notebook 03 measures it on its live model).
+5. beta_KL is an explicit argument; the notebook's live run uses the value chosen on ID validation
+   tasks (0.1 in the shipped run: a labelled deviation, notes §7).
 """
 
 from __future__ import annotations
