@@ -793,7 +793,14 @@ def test_every_driver_flag_accepts_its_smallest_allowed_value(name, prefix, flag
                                                               capsys):
     driver = importlib.import_module(f"tutor.experiments.{name}")
     monkeypatch.chdir(tmp_path)
-    if (name, flag) == ("seq_reptile", "--budget"):             # bounded below by the checkpoint's K as well
+    extra = []                                                    # flags bounded by another flag as well:
+    if (name, flag) == ("seq_reptile", "--budget"):             # the checkpoint's K
         value = "36"
-    assert driver.main([*prefix, flag, value, "--dry-run"]) == 0
+    elif (name, flag) == ("cts_glyphs", "--budget"):            # the largest horizon
+        extra = ["--horizons", value]
+    elif (name, flag) == ("cts_glyphs", "--seeds"):             # the tuning seed must not be scored
+        extra = ["--tune-seed", str(int(value) + 1)]
+    elif (name, flag) == ("meta_dropout", "--budget-steps"):    # a multiple of --steps
+        extra = ["--steps", value]
+    assert driver.main([*prefix, flag, value, *extra, "--dry-run"]) == 0
     assert "nothing was run" in capsys.readouterr().out

@@ -204,8 +204,7 @@ def _check_gamma(gamma: float) -> None:
 
 
 def _check_horizon(T: int) -> None:
-    if isinstance(T, bool) or not isinstance(T, (int, float)) or int(T) != T or T < 1:
-        raise ValueError(f"the horizon (inner_steps, T) must be an integer >= 1, got {T!r}")
+    as_int(T, "the horizon (inner_steps, T)", 1)
 
 
 def inner_step(problem, w: torch.Tensor, lam: torch.Tensor, idx: torch.Tensor, lr: float,
