@@ -30,7 +30,7 @@
 # (This paper is not meta-learning in the episodic sense; it is the group's earlier work on
 # *who should learn from whom*, an idea that returns in Bayesian TAML and Sequential Reptile.)
 #
-# **Time.** Reading ≈ 25 min. Compute ≈ 35 s on one CPU core (the multi-seed, multi-level numbers are
+# **Time.** Reading ≈ 25 min. Compute ≈ 40 s on one CPU core (the multi-seed, multi-level numbers are
 # precomputed by `python -m tutor.experiments.amtfl`, ≈ 13 min on one core).
 
 # %%
@@ -82,7 +82,8 @@ RESULTS = Path(tutor.__file__).resolve().parents[1] / "data" / "results" / "amtf
 # **task→feature**: the shared features must be reconstructable from the task predictions, and
 # each task's feedback into the features is sparsified in proportion to its loss. Reliable
 # (low-loss) tasks shape the features; unreliable ones mostly use them. This costs T×k feedback
-# weights instead of T×T, and works in deep networks.
+# weights instead of T×T, and, the paper reports, works in deep networks (our small deep demo in §5 does
+# not reproduce its gain).
 #
 # ## 2. The objectives (`tutor/papers/amtfl.py`)
 #
@@ -91,10 +92,10 @@ RESULTS = Path(tutor.__file__).resolve().parents[1] / "data" / "results" / "amtf
 # $$\textbf{GO-MTL:}\quad \min_{L,S}\ \sum_t \mathcal L_t(Ls_t) + \mu\lVert S\rVert_1 + \lambda\lVert L\rVert_F^2$$
 # $$\textbf{AMTL:}\quad \min_{W,\,B\ge 0}\ \sum_t \big(1+\mu\lVert b_t^o\rVert_1\big)\mathcal L_t(w_t) + \lambda\sum_t \lVert w_t - Wb_t\rVert^2$$
 # ($b_t^o$: row t of B, task t's outgoing transfer; $b_t$: column t, who reconstructs task t.)
-# $$\textbf{AMTFL:}\quad \min_{L,S,A}\ \sum_t \big(1+\alpha\lVert a_t\rVert_1\big)\mathcal L_t + \gamma\,\lVert Z - (ZS)A\rVert_F^2 + \mu\lVert S\rVert_1 + \lambda\lVert L\rVert_F^2,\qquad Z = XL$$
-# $A\in\mathbb R^{T\times k}$: row $a_t$ is task t's feedback into the k features ("an asymmetric
-# autoencoder": encode features into task predictions ZS, decode back with A). The **deep**
-# version (official code) uses a network's penultimate layer $h$, one-vs-rest logits $o=hS+b$, a
+# $$\textbf{AMTFL:}\quad \min_{L,S,A}\ \sum_t \big(1+\alpha\lVert a_t\rVert_1\big)\mathcal L_t + \tfrac{\gamma}{N}\lVert Z - (ZS)A\rVert_F^2 + \mu\lVert S\rVert_1 + \lambda\lVert L\rVert_F^2,\qquad Z = XL$$
+# ($N$: all tasks' training inputs stacked.) $A\in\mathbb R^{T\times k}$: row $a_t$ is task t's
+# feedback into the k features ("an asymmetric autoencoder": encode features into task predictions
+# ZS, decode back with A). The **deep** version (official code) uses a network's penultimate layer $h$, one-vs-rest logits $o=hS+b$, a
 # decoder $\hat h = \mathrm{ReLU}(oA+b_A)$, and adds a **size term** $\kappa/\sqrt{N_t/\bar N}$ to each
 # task's loss inside the weight (small tasks count as less reliable):
 # $$\sum_t \big(1+\alpha\lVert a_t\rVert_1\big)\big(\mathcal L_t + \kappa/\sqrt{N_t/\bar N}\big) + \gamma\,\mathbb E\lVert h-\hat h\rVert^2 + \mu\lVert S\rVert_1 + \tfrac\lambda2\lVert\Theta\rVert^2$$
@@ -116,18 +117,20 @@ print(inspect.getsource(deep_objective))
 # tasks 6–11 hard (σ = 4.0); 25 training points per task. The noise levels are the floors an
 # oracle would reach: test RMSE 0.5 on the easy and 4.0 on the hard tasks.
 #
-# **Methods.** STL (ridge per task), GO-MTL, AMTL, AMTFL, AMTFL with the **loss weighting off**
-# (the ℓ1 on A without the loss factor), and one more baseline the paper does not have:
+# **Methods.** STL (ridge per task), GO-MTL, AMTL (our W-step adds STL's ridge penalty, see
+# `fit_amtl`), AMTFL, AMTFL with the **loss weighting off** (the ℓ1 on A without the loss factor),
+# and one more baseline the paper does not have:
 # **reliability-weighted GO-MTL** — GO-MTL with each task's loss multiplied by 1 / its single-task
 # training MSE (normalised to mean 1), no feedback matrix at all. It uses the same signal AMTFL uses
 # (the loss says which task is reliable) in the simplest possible way, so it tells us what the
 # asymmetric feedback adds on top of reweighting.
 #
-# **Tuning, the same budget for everyone.** Each method starts from nine settings of its own
+# **Tuning, the same starting grid for everyone.** Each method starts from nine settings of its own
 # hyper-parameters (STL: the ridge; GO-MTL, weighted GO-MTL and AMTL: μ and λ; AMTFL and its
 # loss-weighting-off variant: α and γ), chosen by the mean test RMSE on a *validation draw* of the
 # task family (seed 1000), which is never scored; an axis whose best value sits on its edge is
-# extended (up to twice) by the grid's own ratio. Then every method is fitted with its chosen setting
+# extended (up to twice) by the grid's own ratio, so the number of settings fitted differs between methods
+# (printed below: 9 to 20 at σ_hard = 4). Then every method is fitted with its chosen setting
 # on the same 3 scored draws (seeds 0, 1, 2). This takes ≈ 2 min per noise level, so the numbers come
 # from `tutor.experiments.amtfl` (command printed below; the same run makes the regime map at the end);
 # one fit is repeated live.
@@ -172,6 +175,10 @@ ratio_on = out_on[:, ~hard].mean(1) / out_on[:, hard].mean(1)
 ratio_off = out_off[:, ~hard].mean(1) / out_off[:, hard].mean(1)
 print("easy/hard ratio of the mean outgoing feedback ||a_t||_1 per seed: AMTFL "
       + ", ".join(f"{r:.1f}" for r in ratio_on) + "; loss weighting off " + ", ".join(f"{r:.2f}" for r in ratio_off))
+give = {name: (o[:, ~hard].mean(1), o[:, hard].mean(1)) for name, o in (("AMTFL", out_on), ("off", out_off))}
+for name, (ge, gh) in give.items():
+    print(f"mean outgoing ||a_t||_1 per seed, {name:5s}: easy " + ", ".join(f"{v:.4f}" for v in ge)
+          + "; hard " + ", ".join(f"{v:.4f}" for v in gh))
 train = np.array(syn["train_rmse"])
 print("AMTFL training RMSE (easy, hard) per seed: "
       + "  ".join(f"({e:.2f}, {h:.2f})" for e, h in zip(train[:, ~hard].mean(1), train[:, hard].mean(1))))
@@ -185,28 +192,38 @@ assert np.allclose(live_rmse, R["AMTFL"][0], rtol=1e-3)          # the shipped n
 assert all(r > 5 for r in ratio_on)                               # every seed: the easy tasks give, the hard ones do not
 assert all(0.8 < r < 1.25 for r in ratio_off)                     # every seed: without the loss factor, no asymmetry
 assert min(ratio_on) > 40 * max(ratio_off)
+assert max(give["off"][0].max(), give["off"][1].max()) < 0.01 < 0.1 < give["AMTFL"][0].min()   # off: nobody gives
+assert give["off"][1].max() < 3 * give["AMTFL"][1].max()        # off's hard tasks give no more than AMTFL's (both ~0)
 
 # %% [markdown]
 # **Reading the numbers** (σ_hard = 4; every number is printed above and checked by the asserts below).
 #
 # * **Who gives.** AMTFL's feedback is cleanly asymmetric in every seed: the easy/hard ratio of the
-#   mean outgoing norms is 44.1, 78.1 and 53.9. With the loss weighting **off** (re-tuned on the
-#   validation draw: it chose α ≈ 1111, the edge of its twice-extended grid, which shrinks A almost to
-#   zero) the ratio is 0.89, 0.99 and 1.04 — no asymmetry in any seed. So the loss factor, not the ℓ1
-#   penalty, is what stops the hard tasks from giving.
+#   mean outgoing norms is 44.1, 78.1 and 53.9 (easy tasks 0.16–0.26, hard tasks ≈ 0.004). With the
+#   loss weighting **off** (re-tuned on the validation draw: it chose α ≈ 1111, the edge of its
+#   twice-extended grid) the ratio is 0.89, 0.99 and 1.04, but it is a ratio of two near-zero norms:
+#   *every* task's feedback is ≈ 0.008, the easy tasks' as well as the hard ones'. So this ablation
+#   does not show hard tasks giving once the loss factor is gone; it shows that without the loss
+#   factor the validation draw prefers almost no feedback at all, and that with it the easy tasks
+#   give while the hard ones stay at ≈ 0. (At the widget's untuned α = 1, §7, the off variant's hard
+#   tasks do give more than its easy ones.)
 # * **Accuracy, per group, paired over seeds.** Nobody is near the floors: the per-seed group means of
 #   all methods span 0.82–1.87 on the easy group (floor 0.5) and 4.47–6.85 on the hard group (floor
-#   4.0; 25 noisy points in 20 dimensions are too few). *Hard group:* AMTFL is better than AMTL in
+#   4.0; we have not tested whether more points per task would close the gap). *Hard group:* AMTFL is better than AMTL in
 #   every seed (−0.96 ± 0.12) and than STL (−1.83 ± 0.37); against GO-MTL it is better in every seed
 #   but the interval includes 0 (−0.63 ± 1.05). *Easy group:* AMTL is better than AMTFL in 2 of 3
 #   seeds (AMTFL − AMTL +0.08 ± 0.40); AMTFL − GO-MTL is −0.28 ± 0.50 (better in every seed, interval
 #   includes 0). Against its own loss-weighting-off variant AMTFL is better in every seed on both
 #   groups (easy −0.37 ± 0.29; hard −0.32 ± 0.60, which includes 0).
 # * **What the asymmetry adds: nothing we can measure here.** The reliability-weighted GO-MTL, which
-#   has no feedback matrix, matches AMTFL: AMTFL − weighted GO-MTL is +0.14 ± 0.68 on the easy and
-#   +0.04 ± 0.59 on the hard group, and the weighted GO-MTL has the lowest mean RMSE on both groups.
-#   At this scale, reweighting each task's loss by its reliability accounts for AMTFL's gain. (Its μ
-#   chose the low edge of its twice-extended grid: it prefers almost no sparsity.)
+#   has no feedback matrix, is not distinguishable from AMTFL: AMTFL − weighted GO-MTL is
+#   +0.14 ± 0.68 on the easy and +0.04 ± 0.59 on the hard group, and the weighted GO-MTL has the
+#   lowest mean RMSE on both groups. The intervals are wide (±0.6–0.7 RMSE), so a small contribution
+#   of the feedback matrix is not ruled out; we only see no sign of one. Note also that at this level
+#   AMTFL's own gain over plain GO-MTL is not established (both intervals above include 0); its gains
+#   whose interval excludes 0 are over STL and AMTL on the hard group and over its loss-weighting-off
+#   variant on the easy group. (The weighted GO-MTL's μ chose the low edge of its
+#   twice-extended grid: it prefers almost no sparsity.)
 # * **Negative transfer** (§1: noisy tasks hurting clean ones), counted on the *easy* group: tuned
 #   GO-MTL is worse than STL on 2, 4 and 4 of the 6 easy tasks per seed, the loss-weighting-off
 #   variant on 4, 6 and 4, AMTFL on 1, 2 and 0, AMTL on 0, 2 and 0, weighted GO-MTL on 0, 0 and 1.
@@ -228,7 +245,7 @@ assert sum(g["AMTL"][0][0] > 0) == 2 and inside["AMTL"][0]                      
 assert (g["GO-MTL"][0][0] < 0).all() and inside["GO-MTL"][0]
 assert all((g["AMTFL, loss weighting off"][i][0] < 0).all() for i in (0, 1))
 assert not inside["AMTFL, loss weighting off"][0] and inside["AMTFL, loss weighting off"][1]
-assert all(inside["GO-MTL, reliability-weighted"])                        # the reweighting matches AMTFL
+assert all(inside["GO-MTL, reliability-weighted"])           # not distinguishable from AMTFL on either group
 best = {i: min(methods, key=lambda m: group[m][i].mean()) for i in (0, 1)}
 assert best == {0: "GO-MTL, reliability-weighted", 1: "GO-MTL, reliability-weighted"}
 assert neg["GO-MTL"] == [2, 4, 4] and neg["AMTFL"] == [1, 2, 0] and neg["AMTL"] == [0, 2, 0]
@@ -309,7 +326,9 @@ print(f"growth from T=10 to T=80: AMTL B-step x{tb[-1] / tb[0]:.0f}, AMTFL step 
 # Small runs of this kind did **not** reproduce the paper's gain on rare classes, and we say so up
 # front. *Why* we have not established. One hypothesis: with so few images the trunk memorises the
 # training set, every task's training loss goes to ≈ 0, and the loss stops being a reliability
-# signal. The live fit below confirms the premise (training losses ≈ 0), but the κ = 0.1 arm is
+# signal. The live fit below shows the premise for one such fit (κ = 0.1, 600 steps, seed 0: training
+# losses ≈ 0; the shipped runs train 1,500 steps and we did not store their training losses), but
+# the κ = 0.1 arm is
 # evidence against the hypothesis being sufficient: its size term gives the feedback a clear
 # class-size signal (correlation printed below) and it still gains nothing.
 
@@ -430,15 +449,39 @@ for lv, ratio in zip(levels, maps[4]["values"]):
 # %% [markdown]
 # **Reading: the predictions.** Prediction 1 did **not** hold: AMTFL's easy-group gain over GO-MTL
 # does not grow steadily with σ_hard (−0.06, −0.05, −0.11, −0.28, −0.04 RMSE) and it already excludes
-# zero at σ_hard = 0.5, where no task is less reliable than another — so part of AMTFL's edge over
-# GO-MTL has nothing to do with asymmetry (we have not tested why). Prediction 2 held only where the
+# zero at σ_hard = 0.5, where no task is less reliable than another. There the loss factor changes
+# nothing: AMTFL − its loss-weighting-off variant is −0.002 ± 0.011 (easy) and −0.005 ± 0.023 (hard),
+# so that part of AMTFL's edge over GO-MTL does not come from the loss-weighted asymmetry (what it does
+# come from — the reconstruction term, the tuning — we have not tested). Prediction 2 held only where the
 # asymmetry should matter: from σ_hard = 2 on, AMTFL and the reliability-weighted GO-MTL are
-# indistinguishable on both groups; at σ_hard ≤ 1 AMTFL is ahead on one group each (easy at 0.5,
-# hard at 1). Prediction 3 held: tuned GO-MTL is worse than STL on 0, 1, 9, 10 and 13 of the 18 easy
-# tasks as σ_hard grows. Prediction 4 held from σ_hard = 4 on (training-RMSE ratio 4.8 and 4.2
-# against noise ratios 8 and 16), not below it (1.1, 2.1, 3.4 against 1, 2, 4).
+# indistinguishable on both groups (with wide intervals: at σ_hard = 8 the weighted GO-MTL is better
+# on the easy group in every seed, +0.66 to +1.87, interval ±1.51); at σ_hard ≤ 1 AMTFL is ahead on
+# one group each (easy at 0.5, hard at 1). Prediction 3 held: tuned GO-MTL is worse than STL on 0, 1,
+# 9, 10 and 13 of the 18 easy tasks as σ_hard grows. Prediction 4 held from σ_hard = 4 on (training-RMSE ratio 4.8 and 4.2
+# against noise ratios 8 and 16), not below it (1.1, 2.1, 3.4 against 1, 2, 4). A few tuning choices
+# still sit on a grid edge after two extensions (printed above), at σ_hard = 0.5, 1, 2 and 4.
 
 # %%
+def gap_at(lv, i, a="AMTFL", b="AMTFL, loss weighting off"):
+    """Paired per-seed a - b of the group-mean RMSE at sigma_hard = lv (i = 0 easy, 1 hard), mean, CI."""
+    lvl = saved["synthetic"][lv]
+    hd = np.array(lvl["hard"])
+    d = np.array(lvl["rmse"][a])[:, hd if i else ~hd].mean(1) - np.array(lvl["rmse"][b])[:, hd if i else ~hd].mean(1)
+    return d, *mean_ci(d)
+
+
+def wgo_seeds(lv, i):
+    """Per seed: weighted GO-MTL better than AMTFL by this much (positive = weighted GO-MTL better)."""
+    return gap_at(lv, i, "AMTFL", "GO-MTL, reliability-weighted")[0]
+
+
+off05 = [gap_at("0.5", i) for i in (0, 1)]
+print("AMTFL - loss-weighting-off variant at sigma_hard = 0.5: "
+      + "  ".join(f"{g} {m:+.3f} ± {ci:.3f}" for g, (_, m, ci) in zip(("easy", "hard"), off05)))
+print("weighted GO-MTL better than AMTFL on the easy group at sigma_hard = 8, per seed:",
+      ", ".join(f"{x:+.2f}" for x in wgo_seeds("8.0", 0)))
+print("choices still on a grid edge:", {lv: {m: t["on_edge"] for m, t in saved["synthetic"][lv]["tuning"].items()
+                                             if t["on_edge"]} for lv in levels})
 easy_go = [pts[0][float(lv)] for lv in levels]
 assert not all(b.mean < a.mean for a, b in zip(easy_go, easy_go[1:]))          # the gain does not grow steadily
 assert easy_go[0].high < 0 and easy_go[-1].mean < 0                             # excludes 0 at 0.5; better on mean at 8
@@ -446,6 +489,10 @@ wgo = {lv: (pts[2][float(lv)], pts[3][float(lv)]) for lv in levels}
 assert all(not e.excludes_zero and not h.excludes_zero for lv, (e, h) in wgo.items() if float(lv) >= 2)
 assert wgo["0.5"][0].high < 0 and not wgo["0.5"][1].excludes_zero
 assert wgo["1.0"][1].high < 0 and not wgo["1.0"][0].excludes_zero
+assert all(abs(m) <= ci for _, m, ci in off05)
+assert [lv for lv in levels if any(t["on_edge"] for t in saved["synthetic"][lv]["tuning"].values())] == [
+    "0.5", "1.0", "2.0", "4.0"]
+assert all(x > 0 for x in wgo_seeds("8.0", 0)) and not wgo["8.0"][0].excludes_zero
 counts_go = [neg_by_level[lv]["GO-MTL"] for lv in levels]
 assert counts_go == sorted(counts_go) and counts_go == [0, 1, 9, 10, 13]
 ratios = dict(zip(levels, maps[4]["values"]))
@@ -468,11 +515,24 @@ assert all(ratios[lv] > 0.8 * float(lv) / 0.5 for lv in ("0.5", "1.0", "2.0"))
 # Change the noise of the easy and hard tasks, the number of hard tasks and the training points
 # per task; the models refit (≈ 5 s). Top: AMTFL's |A| and AMTL's graph B. Bottom: per-task RMSE of
 # STL, GO-MTL and AMTFL; red marks tasks where GO-MTL is worse than STL (negative transfer).
-# Toggle the loss weighting to see the asymmetry vanish. The widget refits with the library's
+# Toggle the loss weighting: at these untuned settings (α = 1) the off variant does not lose the
+# asymmetry, it reverses it — its hard tasks give more than its easy ones in seeds 0–2 (printed
+# below; we have not tested why). The widget refits with the library's
 # default hyper-parameters (α = 1, γ = 0.1, 500 steps), not the tuned ones of §3, so that a redraw
 # stays fast; its numbers are for exploring, not for comparing methods.
 
 # %%
+off_default = []
+for sd in (0, 1, 2):                                   # the widget's settings, loss weighting off (≈ 1 s per fit)
+    d_sd = synthetic_regression(sd)
+    o = fit_amtfl(d_sd, AMTFLConfig(steps=500, loss_weighting=False))["outgoing"].numpy()
+    hd = np.arange(d_sd.num_tasks) >= d_sd.num_tasks - 6
+    off_default.append(o[~hd].mean() / o[hd].mean())
+print("loss weighting off at alpha = 1, 500 steps: easy/hard outgoing ratio per seed",
+      ", ".join(f"{r:.2f}" for r in off_default))
+assert all(r < 1 for r in off_default)                 # reversed in every seed: the hard tasks give more
+
+
 def draw_refit(sigma_easy=0.5, sigma_hard=4.0, n_hard=6, n_train=25, loss_weighting=True):
     data = synthetic_regression(0, sigma_easy=sigma_easy, sigma_hard=sigma_hard, n_hard=n_hard, n_train=n_train)
     cfg = AMTFLConfig(steps=500, loss_weighting=loss_weighting)
@@ -562,10 +622,13 @@ assert result_2
 # * AMTL penalises each task's *outgoing* transfer in proportion to its loss; AMTFL does the same
 #   for each task's feedback into shared *features* (T×k instead of T×T), via an asymmetric
 #   autoencoder from task predictions back to features.
-# * On the synthetic problem the learned feedback is cleanly asymmetric in every seed (easy tasks
-#   give); with the loss weighting off (re-tuned) there is no asymmetry (ratio ≈ 1).
-# * A GO-MTL that simply weights each task's loss by 1 / its single-task training error matches AMTFL
-#   on both groups: at this scale the reliability weighting, not the feedback matrix, carries the gain.
+# * On the synthetic problem (σ_hard = 4) the learned feedback is cleanly asymmetric in every seed
+#   (easy tasks give, hard tasks ≈ 0); with the loss weighting off (re-tuned) validation chooses almost
+#   no feedback for any task.
+# * A GO-MTL that simply weights each task's loss by 1 / its single-task training error is not
+#   distinguishable from AMTFL on either group at σ_hard ≥ 2 and has the lower mean at σ_hard = 4: we
+#   see nothing the feedback matrix adds beyond reweighting there (intervals ±0.6–0.7 RMSE); at
+#   σ_hard ≤ 1 AMTFL is ahead of it on one group each, for reasons we have not tested.
 # * The regime map: negative transfer onto the easy tasks grows with the hard tasks' noise (for tuned
 #   GO-MTL), AMTFL's edge over GO-MTL does not grow steadily with it, and the training-loss ratio the
 #   method sees stays well below the noise ratio once the hard tasks are very noisy.

@@ -44,8 +44,9 @@ Deliberate simplifications:
    counts instead of LeNet on MNIST-Imbalanced.
 4. The "loss weighting off" ablation keeps the l1 penalty on A but removes the loss factor.
 5. AMTL's W-step adds STL's ridge penalty (see :func:`fit_amtl`).  In the synthetic comparison every
-   method's hyper-parameters are chosen on validation draws of the task family from a grid of the
-   same size (``tutor.experiments.amtfl.tune_synthetic``), not taken from another method.
+   method's hyper-parameters are chosen on validation draws of the task family from a starting grid
+   of the same size (nine settings; an axis whose choice sits on its edge is extended, so the number
+   of settings fitted differs; ``tutor.experiments.amtfl.tune_synthetic``), not taken from another method.
 """
 
 from __future__ import annotations

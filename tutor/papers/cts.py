@@ -291,7 +291,8 @@ def trajectory_drift(losses: Losses, phi0: torch.Tensor, tasks: int, k_max: int,
     the paper bounds by ``O(alpha h k^2 |Delta|)`` (a quadratic gives exactly slope 2 in log-log).
     With the real CTS shift the drift follows no fixed power law: on the Himmelblau toy (notebook 05,
     alpha 0.05, beta 0.1) it grows more slowly than k^2 over the first ten steps (log-log slope
-    about 1.3), peaks around k = 20 and then *falls* as the learners settle into minima.
+    about 1.3), peaks around k = 20 and then *falls* (we read the fall as the learners settling into
+    minima; not measured).
     """
     phi = phi0.clone()
     theta = phi.unsqueeze(-2).expand(*phi.shape[:-1], tasks, phi.shape[-1]).clone()
