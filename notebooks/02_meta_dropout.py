@@ -29,8 +29,10 @@
 # **Prerequisites.** Notebook 00 (episodes, MAML, the inner loop); dropout; the reparameterisation
 # trick.
 #
-# **Time.** Reading ≈ 30 min. Compute: about 1.5 min on one CPU core by default
-# (`TUTOR_FULL=1`: longer training; see the last section for the Conv4 configuration).
+# **Time.** Reading ≈ 30 min. Compute (default run, measured 2026-12-02 under the test runner on one
+# shared CPU core): 150 s, of which the live training (300 meta-steps per method, §5) takes 54 s and
+# its evaluation 10 s; our 90-s target is not met yet. `TUTOR_FULL=1`: 3000 steps, 300 episodes;
+# see the last section for the Conv4 configuration.
 
 # %%
 import inspect
@@ -45,7 +47,7 @@ import torch.nn.functional as F
 import tutor
 from tutor import checks, viz, widgets
 from tutor.experiments import load_results
-from tutor.experiments.meta_dropout import KAPPA0, VARIANTS, glyph_tasks, train_variant
+from tutor.experiments.meta_dropout import BASE_VARIANTS, KAPPA0, PREDICTIONS, glyph_tasks, make_learner, train_variant
 from tutor.experiments.regime import summarise_regime
 from tutor.meta import MAML, inner_loop
 from tutor.nets import MLP, batch_norm
@@ -169,13 +171,16 @@ assert torch.equal(q1, q2) and not torch.allclose(s1, s2)
 
 # %% [markdown]
 # **(c) Batch norm absorbs any constant gain**, so only the *variation* of the multiplier across
-# examples and features matters — and an input-independent deterministic gate does nothing under BN.
+# examples matters — and an input-independent deterministic gate (one positive gain per feature, the
+# same for every example) does nothing under BN. The check: a per-feature gain leaves BN's output
+# unchanged, a per-example gain changes it.
 
 # %%
 u = torch.randn(10, 128, dtype=torch.float64)
-same = torch.allclose(batch_norm(u, None, None), batch_norm(u * 0.806, None, None), atol=1e-4)
+per_feature = 0.2 + 2 * torch.rand(128, dtype=torch.float64)          # a constant gain per feature in [0.2, 2.2]
+same = torch.allclose(batch_norm(u, None, None), batch_norm(u * per_feature, None, None), atol=1e-3)
 changed = not torch.allclose(batch_norm(u, None, None), batch_norm(u * torch.rand(10, 1, dtype=torch.float64), None, None), atol=1e-2)
-print("constant gain absorbed:", same, "| per-example gain changes the output:", changed)
+print("per-feature constant gain absorbed:", same, "| per-example gain changes the output:", changed)
 assert same and changed
 
 # %% [markdown]
@@ -235,8 +240,9 @@ assert abs(gaps[0.0]) < 1e-6 and gaps[0.0] < gaps[0.5] < gaps[1.0] < gaps[2.0]
 # the **same number of meta-training steps** and the **same inner learning rate grid**
 # ({0.1, 0.3, 0.5}, chosen on validation classes by `tutor.experiments.meta_dropout`; §6 shows the
 # grid). Both are scored on the **same test episodes** from held-out classes (the live run uses
-# the first 100 of the 300 episodes of §6, and 600 meta-training steps instead of §6's 1000, to
-# stay within the notebook's time budget); Meta-Dropout averages its inner loss over S = 10 noise
+# the first 100 of the 300 episodes of §6, and **300** meta-training steps per method instead of
+# §6's 1000, to stay within the notebook's time budget of 90 s on one core; `TUTOR_FULL=1` trains
+# 3000 steps and scores all 300 episodes); Meta-Dropout averages its inner loss over S = 10 noise
 # samples at test time (the paper uses 30). One live run is one seed: judge the method by §6.
 #
 # *Deviations from the official code* (also in the module docstring): the batch-norm scale and
@@ -249,7 +255,7 @@ assert abs(gaps[0.0]) < 1e-6 and gaps[0.0] < gaps[0.5] < gaps[1.0] < gaps[2.0]
 saved = load_results(RESULTS.name)     # checks the SHA-256 in data/results/SHA256SUMS
 lr_for = {v: saved["tuning"][v]["chosen"] for v in ("MAML", "Meta-Dropout")}
 print("inner learning rates chosen on validation episodes:", lr_for)
-steps = 3000 if FULL else 600
+steps = 3000 if FULL else 300
 train_sampler, _, test_episodes = glyph_tasks(n_val=1, n_test=300 if FULL else 100)   # the first 100 of §6's 300
 live = {}
 for name in ("MAML", "Meta-Dropout"):
@@ -305,7 +311,7 @@ def run_of(variant, S, seed):
     return next(r for r in runs if r["variant"] == variant and r["S"] == S and r["seed"] == seed)
 
 
-variants = [(v, S) for v in VARIANTS for S in (1, 10) if any(r["variant"] == v and r["S"] == S for r in runs)]
+variants = [(v, S) for v in BASE_VARIANTS for S in (1, 10) if any(r["variant"] == v and r["S"] == S for r in runs)]
 seed_means = {(v, S): [float(np.mean(run_of(v, S, s)["scores"])) for s in seeds] for v, S in variants}
 print(f"\n{'variant':28s} {'mean over seeds':>16s}   per seed   (Student-t 95% CI over {len(seeds)} seeds)")
 for (v, S), means in seed_means.items():
@@ -341,28 +347,25 @@ assert len(seeds) >= 3
 #   (−2.3 ± 1.6 over seeds).
 # * **Fixed and input-independent noise are far below MAML** in every seed: −10.0 ± 0.3 and
 #   −6.2 ± 0.4 points (fixed noise, S = 1 / 10), −9.0 ± 2.6 and −6.1 ± 3.3 (input-independent).
-#   Learning the noise without making it depend on the input buys nothing we can measure:
-#   input-independent − fixed noise at S = 10 is +0.09 ± 3.2 over seeds.
+#   Learning the noise without making it depend on the input shows no gain at this spread:
+#   input-independent − fixed noise at S = 10 is +0.09 ± 3.2 over seeds (an interval 6 points wide).
 # * **More MC samples help every noisy variant**: S = 10 is 2.6–4.1 points above S = 1, in every
 #   seed and variant.
 # * **Gate only** — the learned, input-dependent multiplier softplus(μ(x)) *without* noise — is
-#   +3.9 / +6.1 / +5.3 points above MAML (+5.1 ± 2.8 over seeds). Among the five intervals over
-#   seeds above it is the only one that excludes zero *on the positive side*; five others exclude
-#   zero too, all negative (fixed noise at S = 1 and 10, input-independent at S = 1 and 10,
+#   +3.9 / +6.1 / +5.3 points above MAML (+5.1 ± 2.8 over seeds). Of the seven intervals over
+#   seeds against MAML in the table it is the only one that excludes zero *on the positive side*;
+#   five others exclude zero too, all negative (fixed noise at S = 1 and 10, input-independent at S = 1 and 10,
 #   Meta-Dropout at S = 1). Gate only vs Meta-Dropout isolates the noise cleanly (same generator,
 #   κ = 1 vs 0): +3.4 / +4.8 / +5.0 points for *no* noise — **at 1000 meta-steps the noise costs
 #   accuracy** (the prototype in our notes that saw a gain from the noise trained 1300–1800 steps;
 #   whether a longer budget changes this we have not run — the driver's `--add budget` part is the
 #   check). We report this plainly rather than tune the demo until the noise wins.
-# * **What we cannot say from this table.** (1) *"The gate, not the noise, carries the gain over
-#   MAML"*: gate only also adds the generator's 41,857 weights to MAML's 43,530, so capacity is not
-#   controlled. (2) *"Making the noise input-dependent brings it back to MAML's level"*:
-#   Meta-Dropout is 6.9 ± 4.6 points above input-independent noise (S = 10, every seed), but the two
-#   differ in two things — the noise depends on the input, *and* its mean softplus(μ(x)) gates
-#   every support and query feature. The driver has both controls (`--add controls`: MAML on a
-#   parameter-matched MLP with 205 hidden units, 85,495 weights; and Meta-Dropout's gate times a
-#   learned input-*independent* noise), with their predictions written in its docstring; **we have
-#   not run them yet**, so neither sentence is claimed here.
+# * **What this table alone cannot say**, and the two controls below test. (1) *"The gate, not the
+#   noise, carries the gain over MAML"*: gate only also adds the generator's 41,857 weights to
+#   MAML's 43,530, so capacity is not controlled. (2) *"Making the noise input-dependent brings it
+#   back to MAML's level"*: Meta-Dropout is 6.9 ± 4.6 points above input-independent noise (S = 10,
+#   every seed), but the two differ in two things — the noise depends on the input, *and* its mean
+#   softplus(μ(x)) gates every support and query feature.
 # * Our runs differ from the official code in two ways that could matter (module docstring): the
 #   batch-norm scale and offset are adapted in the inner loop, and meta-gradients are not clipped.
 
@@ -402,6 +405,85 @@ assert all(d > 4 for d in pair(("Meta-Dropout", 10), ("input-independent", 10)))
 print("gate only - Meta-Dropout (S=10):", [round(d, 2) for d in pair(("gate only", 1), ("Meta-Dropout", 10))])
 
 # %% [markdown]
+# ### The two controls (1 shot, 3 seeds, the same 300 test episodes)
+#
+# Added by the driver's `controls` part (`--extend … --add controls`), same protocol and budget
+# (1000 steps), prediction written in its docstring before the runs (printed below):
+#
+# * **MAML (wide)**: MAML on an MLP with 205 hidden units per layer, 85,495 weights — as many as
+#   gate only's learner plus generator (85,387) — at MAML's inner rate. Is the gate's gain capacity?
+# * **gate + input-independent noise**: Meta-Dropout's input-dependent gate softplus(μ(x)) times a
+#   learned, input-*independent* noise softplus(ν + ε), at Meta-Dropout's rate. It keeps the gate on
+#   support and query examples and removes only the input dependence of the noise. Is it the
+#   input dependence of the noise that lifts Meta-Dropout above input-independent noise?
+
+# %%
+n_weights = {v: sum(t.numel() for k in ("net", "phi") for t in make_learner(v).init(0).get(k, {}).values())
+             for v in ("MAML", "gate only", "MAML (wide)")}
+print("weights (learner + generator):", n_weights)
+print("prediction (driver docstring, before the runs):", PREDICTIONS["PREDICTION_CONTROLS"], "\n")
+GIN = "gate + input-independent noise"
+for v, S in (("MAML (wide)", 1), (GIN, 1), (GIN, 10)):
+    print(f"{v + f' (S={S})':38s} accuracy per seed: " + " / ".join(f"{np.mean(run_of(v, S, s)['scores']) * 100:.2f}" for s in seeds))
+CONTROL_PAIRS = {
+    "MAML (wide) - MAML": (("MAML (wide)", 1), ("MAML", 1)),
+    "gate only - MAML (wide)": (("gate only", 1), ("MAML (wide)", 1)),
+    "Meta-Dropout (S=10) - MAML (wide)": (("Meta-Dropout", 10), ("MAML (wide)", 1)),
+    "gate+ii noise (S=10) - Meta-Dropout (S=10)": ((GIN, 10), ("Meta-Dropout", 10)),
+    "gate+ii noise (S=1) - Meta-Dropout (S=1)": ((GIN, 1), ("Meta-Dropout", 1)),
+    "gate+ii noise (S=10) - input-independent (S=10)": ((GIN, 10), ("input-independent", 10)),
+    "gate only - gate+ii noise (S=10)": (("gate only", 1), (GIN, 10)),
+    "gate+ii noise (S=10) - MAML": ((GIN, 10), ("MAML", 1)),
+}
+ctrl = {}
+print("\npaired differences, points, per seed, then Student-t 95% interval over seeds:")
+for name, (a, b) in CONTROL_PAIRS.items():
+    ctrl[name] = pair(a, b)
+    m, c, _ = over_seeds(ctrl[name])
+    print(f"{name:48s} " + " / ".join(f"{d:+.2f}" for d in ctrl[name]) + f"   over seeds {m:+.2f} ± {c:.2f}")
+
+# %% [markdown]
+# **Reading.**
+#
+# * **A parameter-matched MAML recovers about half of the gate's gain.** MAML (wide) is +2.6 / +3.2 / +2.3 points
+#   above MAML (+2.72 ± 1.03 over seeds, every seed) — about half (44–67% per seed) of gate only's
+#   +5.1. Gate only stays above the parameter-matched MAML in every seed (+1.3 / +2.9 / +3.0), but
+#   over three seeds the Student-t interval, +2.40 ± 2.41, just includes zero. So the gate's gain
+#   over MAML is **not attributable to the gate as a mechanism** at this scale: half of it is
+#   matched by capacity, and what is left is not reliable over seeds. And Meta-Dropout (S = 10) is
+#   *below* the parameter-matched MAML in every seed (−1.97 ± 0.36).
+# * **The input dependence of the noise adds nothing measurable.** The gate times
+#   input-independent noise scores the same as Meta-Dropout: +0.02 / −0.44 / +0.67 at S = 10
+#   (+0.08 ± 1.38 over seeds), −0.16 ± 1.42 at S = 1. It is 6.9 ± 3.3 points above input-independent
+#   noise (every seed), and the two differ only by the gate — what lifts Meta-Dropout above
+#   input-independent noise is the input-dependent *gate* (with its generator's weights), not the
+#   input dependence of the noise. Gate only is above it too
+#   (+4.28 ± 2.29, every seed): as for Meta-Dropout, the noise costs accuracy at 1000 steps.
+# * **The prediction** (printed above) held as written: gate only − MAML (wide) > 0 in every seed,
+#   and gate + input-independent noise within 2 points of Meta-Dropout in every seed. Its first
+#   half claimed less than it seemed to: the wide MAML closes about half of the gap, and what is
+#   left does not exclude zero over seeds.
+# * One result we did not predict: gate + input-independent noise (S = 10) is +0.83 ± 0.57 above
+#   MAML (every seed), while Meta-Dropout's +0.75 ± 1.33 is not reliable; the two are within
+#   +0.08 ± 1.38 of each other, so we do not read this as a difference between them.
+
+# %%
+wide_share = [w / g for w, g in zip(ctrl["MAML (wide) - MAML"], pair(("gate only", 1), ("MAML", 1)))]
+assert all(d > 2 for d in ctrl["MAML (wide) - MAML"]) and over_seeds(ctrl["MAML (wide) - MAML"])[2] == 1
+assert all(0.4 < r < 0.7 for r in wide_share)                                            # about half of the gate's gain
+assert all(d > 1 for d in ctrl["gate only - MAML (wide)"])                               # above in every seed ...
+assert over_seeds(ctrl["gate only - MAML (wide)"])[2] == 0                               # ... interval includes zero
+assert all(d < -1.5 for d in ctrl["Meta-Dropout (S=10) - MAML (wide)"])
+assert over_seeds(ctrl["Meta-Dropout (S=10) - MAML (wide)"])[2] == -1
+for name in ("gate+ii noise (S=10) - Meta-Dropout (S=10)", "gate+ii noise (S=1) - Meta-Dropout (S=1)"):
+    assert all(abs(d) < 1 for d in ctrl[name]) and over_seeds(ctrl[name])[2] == 0, name   # the same, every seed
+assert all(d > 5 for d in ctrl["gate+ii noise (S=10) - input-independent (S=10)"])
+assert over_seeds(ctrl["gate+ii noise (S=10) - input-independent (S=10)"])[2] == 1
+assert all(d > 3 for d in ctrl["gate only - gate+ii noise (S=10)"]) and over_seeds(ctrl["gate only - gate+ii noise (S=10)"])[2] == 1
+assert all(d > 0 for d in ctrl["gate+ii noise (S=10) - MAML"]) and over_seeds(ctrl["gate+ii noise (S=10) - MAML"])[2] == 1
+print("MAML (wide)'s share of gate only's gain over MAML, per seed:", [round(r, 2) for r in wide_share])
+
+# %% [markdown]
 # **Paper numbers** (Table 1, as printed in the official README, verified in our notes;
 # Omniglot and miniImageNet, 1000 test episodes, 95% CI):
 #
@@ -411,8 +493,8 @@ print("gate only - Meta-Dropout (S=10):", [round(d, 2) for d in pair(("gate only
 # | Meta-Dropout | **96.63 ± 0.13** | **98.73 ± 0.06** | **51.93 ± 0.67** | **67.42 ± 0.52** |
 #
 # The paper's gains are +0.35 to +2.87 points. An independent PyTorch port measured only about
-# +0.4 on Omniglot 1-shot once its MAML baseline was stronger — the size of the gain depends on
-# how well the baseline is tuned, which is why both methods here get the same tuning grid.
+# +0.4 on Omniglot 1-shot with a stronger MAML baseline (one port; we have not tested what causes the
+# difference) — a reason to give both methods here the same tuning grid.
 # Our numbers are on glyphs, not Omniglot, with minutes of training instead of 60k steps: compare
 # the *direction and rough size* of the gain, not the absolute accuracies. The regulariser
 # comparison (Table 2) and the adversarial-robustness results are not verified in our notes and
@@ -468,16 +550,17 @@ print("\ninner-rate check at 5 shots (seed 0, validation accuracy):",
 # %% [markdown]
 # **Reading.** The prediction for Meta-Dropout did **not** hold: its gain over MAML grows from
 # +0.75 ± 1.33 points at 1 shot (interval includes zero) to +2.75 ± 0.80 at 5 shots (+2.4 to +3.1
-# in every seed, interval excludes zero) — at equal steps on glyphs the shots trend is
-# miniImageNet's, not Omniglot's. The gate-only prediction held only in part: still clearly
+# in every seed, interval excludes zero); the growth itself is +1.7 to +2.2 points in every seed
+# (+2.0 ± 0.6 over seeds) — at equal steps on glyphs the shots trend is miniImageNet's, not
+# Omniglot's (whether a longer budget changes it we have not run). The gate-only prediction held only in part: still clearly
 # positive at 5 shots (+4.0 ± 2.2), smaller on average than at 1 shot (+5.1 ± 2.8), but not in
 # every seed (seed 0's gain grows), and the change is within the seed spread.
 #
-# At 5 shots the noise costs less: gate only − Meta-Dropout is +1.25 ± 1.66 (interval includes
-# zero), and the trained Meta-Dropout model scores slightly *higher* with the noise switched off at
+# At 5 shots the noise costs less than at 1 shot: gate only − Meta-Dropout is +1.25 ± 1.66 (interval
+# includes zero) against +4.36 ± 2.16 at 1 shot, smaller in every seed; and the trained Meta-Dropout model scores slightly *higher* with the noise switched off at
 # test time (+0.13 ± 0.05, every seed): its 5-shot gain sits in the trained model, not in the
 # test-time noise. Whether it comes from training with noise or from the gate we have not
-# separated (the controls of §6 are not run yet). The 5-shot runs use the rate chosen at 1 shot
+# separated at 5 shots (the controls of §6 were run at 1 shot only). The 5-shot runs use the rate chosen at 1 shot
 # (0.3); the inner-rate check (seed 0, validation) gives 0.5 an edge for both — +0.4 points for MAML,
 # +1.1 for Meta-Dropout (our prediction said neither would gain more than 1 point) — so retuning at
 # 5 shots would, on this one seed, widen the gap rather than close it.
@@ -486,11 +569,14 @@ print("\ninner-rate check at 5 shots (seed 0, validation accuracy):",
 md1, md5 = points["Meta-Dropout (S=10)"][1], points["Meta-Dropout (S=10)"][5]
 g1, g5 = points["gate only"][1], points["gate only"][5]
 assert not md1.excludes_zero and md5.excludes_zero and all(0.02 < d < 0.035 for d in md5.diffs)   # prediction failed
+growth = [(b - a) * 100 for a, b in zip(md1.diffs, md5.diffs)]
+assert all(1.5 < d < 2.5 for d in growth) and over_seeds(growth)[2] == 1                           # grows, every seed
 assert g5.excludes_zero and g5.gain > 0 and g5.mean < g1.mean                                     # positive, smaller mean
 assert not all(b < a for a, b in zip(g1.diffs, g5.diffs))                                         # ... not in every seed
 assert over_seeds([(b - a) * 100 for a, b in zip(g1.diffs, g5.diffs)])[2] == 0                    # within the spread
 gate_vs_md5 = [a - b for a, b in zip(acc5[("gate only", 1)], acc5[("Meta-Dropout", 10)])]
 assert over_seeds(gate_vs_md5)[2] == 0
+assert all(d5 < d1 for d5, d1 in zip(gate_vs_md5, pair(("gate only", 1), ("Meta-Dropout", 10))))    # costs less than at 1 shot
 assert all(d > 0 for d in kappa_off) and over_seeds(kappa_off)[2] == 1
 print("gate only - Meta-Dropout (S=10) at 5 shots:", " / ".join(f"{d:+.2f}" for d in gate_vs_md5))
 lr_gain = {v: (g["0.5"] - g["0.3"]) * 100 for v, g in check.items()}
@@ -679,9 +765,12 @@ assert result_2
 #   variation across examples and features acts.
 # * Reductions you can check: noise off = MAML exactly; κ = 0 = a deterministic learned gate.
 # * Here (glyphs, 1000 steps, 3 seeds): at 1 shot Meta-Dropout shows no reliable gain over MAML
-#   (+0.75 ± 1.3), at 5 shots it does (+2.75 ± 0.8, every seed); the learned gate without noise is
-#   ahead of MAML at both (+5.1, +4.0). Whether the gate's lead is capacity, and whether the noise
-#   needs to depend on the input, needs the controls we have not run yet.
+#   (+0.75 ± 1.3), at 5 shots it does (+2.75 ± 0.8, every seed). The learned gate without noise is
+#   ahead of MAML at both (+5.1, +4.0), but a parameter-matched MAML recovers about half of that at
+#   1 shot (+2.7), and what is left (+2.4 ± 2.4) does not exclude zero: the gain is not
+#   attributable to the gate as such. Replacing Meta-Dropout's input-dependent noise by
+#   input-independent noise under the same gate changes nothing measurable (+0.08 ± 1.4): the
+#   input dependence of the noise is not what helps here. At 1000 steps the noise costs accuracy.
 #
 # **Full-scale configuration.** `tutor.experiments.meta_dropout.make_learner(..., conv=True)` uses
 # the Conv4 learner with conv generator layers (the paper's); with `load_omniglot` (your own copy
