@@ -220,3 +220,16 @@ def test_notebook_runs_in_jupyterlab_and_every_widget_responds(lab, name):
         assert widgets.count() >= 1, f"{name} has no widget"
     finally:
         context.close()
+        _shutdown_kernels(lab)          # a closed page leaves its kernel running (and busy with widget callbacks)
+
+
+def _shutdown_kernels(lab) -> None:
+    """Shut down every kernel of the test server (REST API), so the next notebook gets the CPU to itself."""
+    import urllib.request
+
+    headers = {"Authorization": f"token {lab['token']}"}
+    with urllib.request.urlopen(urllib.request.Request(f"{lab['url']}/api/kernels", headers=headers), timeout=30) as r:
+        kernels = json.loads(r.read())
+    for k in kernels:
+        req = urllib.request.Request(f"{lab['url']}/api/kernels/{k['id']}", headers=headers, method="DELETE")
+        urllib.request.urlopen(req, timeout=30).close()
