@@ -7,8 +7,9 @@
   so a long run never ends in "cannot write".
 * Every write is atomic: the bytes go to a temporary file in the same folder, then ``os.replace``
   renames it over the target -- an interrupted run leaves the old file intact, never half a file.
-* Writing a results file into ``data/results/`` (explicitly, with ``--overwrite``) updates its line in
-  ``SHA256SUMS`` in the same way, so the notebooks' checksum check stays consistent.
+* Writing a results file into ``data/results/`` (explicitly: ``--out``, plus ``--overwrite`` for an existing
+  file) updates or adds its line in ``SHA256SUMS`` in the same way, so the notebooks' checksum check stays
+  consistent.
 """
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ def atomic_write_json(path, record, **dump_kwargs) -> Path:
 
 
 def _update_checksum(path: Path) -> None:
-    """When ``path`` sits next to a ``SHA256SUMS`` that lists it, rewrite that line (atomically)."""
+    """When ``path`` sits next to a ``SHA256SUMS`` (``data/results/``), rewrite its line there, or add one if the
+    file is new, so that ``load_results`` accepts it (atomically)."""
     sums = path.parent / "SHA256SUMS"
     if not sums.is_file() or path.name == "SHA256SUMS":
         return
