@@ -84,7 +84,8 @@ tutor.configure_threads()
 tutor.seed_everything(0)
 D = torch.float64
 COLORS = {"MTL": "tab:blue", "Seq-Reptile": "tab:red", "Parallel Reptile": "tab:green", "PCGrad": "tab:purple",
-          "GradVac": "tab:brown", "STL": "tab:gray"}
+          "GradVac": "tab:brown", "STL": "tab:gray", "seq_mtl": "tab:orange", "seq_reptile_eta1": "tab:pink",
+          "mtl_small_batch": "tab:cyan", "seq_reptile_sgd": "tab:olive"}
 
 # %% [markdown]
 # ## 1. The idea
@@ -353,21 +354,29 @@ assert max(frac_A.values()) - min(frac_A.values()) < 0.1                        
 #   core) and ships as `data/checkpoints/seq_reptile_mlm.pt` (500 kB, SHA-256 below).
 # * **Tasks:** entity typing — *is this string the name of a territory, a language or a currency?* — in
 #   the 9 TyDi-QA languages, 32 names per class to train on, 16 to validate, 48 to test.
-# * **What we measure:** the paper's three quantities — per-language test accuracy, forgetting (rise of
-#   the held-out masked-character loss; uniform guessing over the 937 characters scores ln 937 = 6.84
-#   nats) and the inter-language gradient cosine during training — plus zero-shot accuracy on 8
-#   languages never fine-tuned on (de es hi tr vi el fa ta). Our zero-shot is *multi-source* (one model
-#   trained on 9 languages, tested on 8 others); the paper's is MNLI → XNLI from one source language.
-# * **Equal gradient budget, unequal updates:** every method computes 1800 mini-batch gradients of 16
-#   names (the same number of names seen), but MTL, PCGrad and GradVac combine 9 of them per step (200
-#   AdamW updates of 144 names) while Sequential Reptile makes 1800 inner updates of 16 names (and 50
-#   interpolations). Every method's AdamW learning rate was chosen from the same grid on the validation
-#   names of one separate tuning seed (432 names: a standard error of about 2 points, as large as the
-#   gaps between neighbouring grid values). Seq-Reptile: K = 36 (4 per language), η = 0.5; parallel
-#   Reptile: 4 steps per language.
-# * **Parts 1–3 analyse plain SGD; this part runs AdamW with the Adam state reset at every trajectory**
-#   (every trajectory's first step is lr·sign(g)), as the paper fine-tunes mBERT with AdamW: the
-#   algorithm run here is not the one Section 3 analyses.
+# * **What we measure:** per-language test accuracy; forgetting (the held-out masked-character loss
+#   after fine-tuning; uniform guessing over the 937 characters scores ln 937 = 6.84 nats, so a loss
+#   above that is saturated); the agreement of the per-language gradients at 9 points of every run,
+#   measured on **class-balanced validation names** (16 per class and language, the same at every
+#   probe: `probe_batch`) — the mean pairwise cosine of the full gradient and of the encoder part only,
+#   the mean pairwise inner product, the conflict energy Σ_t‖g_t‖² — next to the training loss. Besides
+#   the paper's quantities, zero-shot accuracy on 8 languages never fine-tuned on (de es hi tr vi el fa
+#   ta); ours is *multi-source* (one model trained on 9 languages, tested on 8 others), the paper's is
+#   MNLI → XNLI from one source language.
+# * **Equal gradient budget, unequal updates.** Every run computes 1800 mini-batch gradients of 16
+#   names (the same names seen), but MTL, PCGrad and GradVac combine 9 of them per step (200 AdamW
+#   updates of 144 names) while Sequential Reptile makes 1800 inner updates of 16 names and 50
+#   interpolations (K = 36, 4 per language, η = 0.5; the table prints every run's counts).
+# * **Controls** that take Sequential Reptile apart: `seq_mtl` — single-language AdamW steps on **the
+#   same batches in the same order**, one Adam state, no interpolation; `seq_reptile_eta1` — η = 1
+#   (Adam still reset every trajectory), so it differs from Seq-Reptile *only* in the interpolation;
+#   `mtl_small_batch` — MTL's mixed batches but 1800 updates of 16 names, Seq-Reptile's update count;
+#   `seq_reptile_sgd` — a **plain SGD** inner loop, the algorithm Parts 1–3 analyse (every other
+#   sequential arm runs AdamW with the Adam state reset at every trajectory, as the paper fine-tunes
+#   mBERT with AdamW; its first step is lr·sign(g)).
+# * **Tuning.** Every method's learning rate was chosen by mean validation accuracy over two tuning
+#   seeds (100, 101; never scored) from the same three-value half-decade grid (AdamW 3e-3 … 3e-2, SGD
+#   0.1 … 1), widened whenever the choice sat on an edge; no choice ends on an edge (printed below).
 #
 # The multi-seed results were produced by the package's own driver; we read them, check their
 # checksum, and recompute every number below from the per-seed runs. Then we rerun seed 0 live.
@@ -380,13 +389,16 @@ saved = load_results("seq_reptile.json")          # verifies the SHA-256 in data
 print("results:", saved["command"], "|", saved["date"], "| torch", saved["torch"])
 SEEDS = [str(s) for s in saved["seeds"]]
 METHODS = saved["methods"]
+SHARED = [m for m in METHODS if m != "STL"]        # one shared model (STL trains one per language)
 tuning = saved["tuning"]
-print("AdamW learning rate chosen on validation names:", tuning["chosen"])
-print("on the edge of the grid", tuning["grid"], ":", [m for m, e in tuning["on_edge"].items() if e] or "none")
+print("learning rate chosen on validation names (tuning seeds", tuning["seeds"], "):", tuning["chosen"])
+print("still on the edge of its grid:", [m for m, e in tuning["on_edge"].items() if e] or "none")
+UNIFORM = math.log(937)                           # masked-character loss of uniform guessing (nats)
 
 
-def per_seed(method, key):
-    return [saved["runs"][s][method][key] for s in SEEDS]
+def per_seed(method, key, runs=None):
+    runs = saved["runs"] if runs is None else runs
+    return [runs[s][method][key] for s in SEEDS]
 
 
 def fmt(values, scale=100):
@@ -394,100 +406,190 @@ def fmt(values, scale=100):
     return f"{m * scale:6.1f} ± {ci * scale:4.1f}"
 
 
-print(f"\n{len(SEEDS)} seeds, mean ± 95% Student-t CI over seeds")
-print(f"{'method':>17} | {'accuracy (9 langs)':>18} | {'zero-shot (8)':>14} | {'forgetting (nats)':>18}")
-for m in METHODS:
-    zs = fmt(per_seed(m, "mean_zero_shot")) if m != "STL" else "n/a".rjust(14)
-    print(f"{m:>17} | {fmt(per_seed(m, 'mean_accuracy')):>18} | {zs:>14} | "
-          f"{fmt(per_seed(m, 'forgetting'), 1):>18}")
+def table(runs, methods):
+    print(f"{'method':>17} | {'accuracy (9)':>13} | {'zero-shot (8)':>13} | {'MLM loss after':>14} | "
+          f"{'updates':>7} | {'outer':>5}")
+    for m in methods:
+        r0 = runs[SEEDS[0]][m]
+        zs = fmt(per_seed(m, "mean_zero_shot", runs)) if m != "STL" else "n/a".rjust(13)
+        print(f"{m:>17} | {fmt(per_seed(m, 'mean_accuracy', runs)):>13} | {zs:>13} | "
+              f"{fmt(per_seed(m, 'mlm_after', runs), 1):>14} | {r0['updates']:7d} | {r0['outer_updates']:5d}")
+
+
+print(f"\n{len(SEEDS)} seeds, mean ± 95% Student-t CI over seeds; every run computes {saved['config']['budget']} "
+      f"mini-batch gradients; uniform guessing scores {UNIFORM:.2f} nats of masked-character loss")
+table(saved["runs"], METHODS)
+
 
 # %%
-print("paired differences Seq-Reptile − baseline over seeds (mean ± 95% t-CI)")
-paired = {}
-for m in METHODS:
-    if m == "Seq-Reptile":
-        continue
-    row = {}
-    for key in ("mean_accuracy", "mean_zero_shot", "forgetting"):
-        if m == "STL" and key == "mean_zero_shot":
-            continue
-        d = [a - b for a, b in zip(per_seed("Seq-Reptile", key), per_seed(m, key))]
-        row[key] = mean_ci(d)
-    paired[m] = row
-    print(f"{m:>17}: " + "; ".join(f"{k} {v[0] * (100 if k != 'forgetting' else 1):+.2f} ± "
-                                   f"{v[1] * (100 if k != 'forgetting' else 1):.2f}" for k, v in row.items()))
-
-# %%
-fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
-langs = list(saved["config"]["languages"])
-w = 0.8 / len(METHODS)
-for j, m in enumerate(METHODS):
-    acc = np.array([[saved["runs"][s][m]["accuracy"][lang] for lang in langs] for s in SEEDS]) * 100
-    axes[0].bar(np.arange(len(langs)) + j * w, acc.mean(0), w, color=COLORS[m], label=m)
-    if m != "STL":
-        cos = np.array([[c for _, c in saved["runs"][s][m]["cosine"]] for s in SEEDS])
-        calls = [c for c, _ in saved["runs"][SEEDS[0]][m]["cosine"]]
-        axes[1].plot(calls, cos.mean(0), "o-", color=COLORS[m], label=m, ms=3)
-    f = per_seed(m, "forgetting")
-    axes[2].bar(j, np.mean(f), yerr=mean_ci(f)[1], color=COLORS[m], capsize=4)
-axes[0].set_xticks(np.arange(len(langs)) + 0.4, langs)
-axes[0].set(title="test accuracy per language (%)", ylim=(30, 100))
-axes[0].legend(fontsize=7, ncol=3)
-axes[1].set(title="gradient cosine on class-sorted training probes\n(biased, see text)", xlabel="mini-batch gradients")
-axes[1].legend(fontsize=7)
-axes[2].set_xticks(range(len(METHODS)), METHODS, rotation=30, fontsize=8)
-axes[2].set(title="forgetting: Δ held-out masked-char loss")
-plt.tight_layout()
-plt.show()
-
-# %% [markdown]
-# **What the real experiment shows** (5 seeds; the numbers are the ones printed above, and the next
-# cell re-derives every sentence of this paragraph from the per-seed runs):
-# * **Accuracy on the 9 fine-tuning languages.** Sequential Reptile is the best of the five
-#   multilingual methods: paired differences over MTL +3.5 ± 1.7 points, PCGrad +2.3 ± 1.5, GradVac
-#   +5.0 ± 3.8 and parallel Reptile +2.3 ± 2.0, every interval excluding 0. But it only **ties
-#   single-task fine-tuning** (−0.1 ± 1.3): at this scale one shared model brings no gain over nine
-#   separate models; Sequential Reptile is the multilingual method that loses least against them.
-# * **Zero-shot accuracy** on 8 languages never fine-tuned on: every multilingual method lands at
-#   49–52% (chance is 33%); no paired difference with Sequential Reptile excludes 0.
-# * **Forgetting cannot rank these methods here.** After fine-tuning, the held-out masked-character
-#   loss of MTL, GradVac, Sequential Reptile and parallel Reptile is *above* uniform guessing (6.84 nats,
-#   mean over seeds): the metric is saturated at these learning rates. PCGrad and STL, tuned to a 3×
-#   smaller learning rate, stay below it.
-# * **The gradient cosine in this file is not an alignment measurement.** It was probed on the first
-#   48 *training* names of each language; the splits are stored sorted by class, so every probe held
-#   no currency at all, and on names every method has memorised the cosine mostly tracks the remaining
-#   training loss. We draw no conclusion from it. The driver now probes class-balanced validation names
-#   (`probe_batch`); those results are not in this file yet.
-#
-# So Sequential Reptile's accuracy is above every multilingual baseline here, but **we have not tested
-# why**: the controls that would separate the Reptile interpolation from its side effects (sequential
-# single-language AdamW on the same batches, η = 1, MTL with as many updates) are in the driver but not
-# yet in the shipped results. Neither forgetting nor the cosine in this file can speak for the paper's
-# mechanism. None of this tests the paper's mBERT experiments.
-
-# %%
-def paired(key, other):
-    return mean_ci([a - b for a, b in zip(per_seed("Seq-Reptile", key), per_seed(other, key))])
+def paired(key, a, b, runs=None):
+    """a − b over seeds, paired: (mean, 95% Student-t half-width)."""
+    return mean_ci([x - y for x, y in zip(per_seed(a, key, runs), per_seed(b, key, runs))])
 
 
 def excludes_zero(mc):
     return abs(mc[0]) > mc[1]
 
 
-def mlm_after(m):                          # held-out masked-character loss after fine-tuning, mean over seeds
-    return float(np.mean([r["mlm_before"] + r["forgetting"] for r in (saved["runs"][s][m] for s in SEEDS)]))
+def wins(a, b, key="mean_accuracy", runs=None):
+    return sum(x > y for x, y in zip(per_seed(a, key, runs), per_seed(b, key, runs)))
 
 
+print("Seq-Reptile − baseline, paired over seeds (points; mean ± 95% t-CI; seeds where Seq-Reptile is ahead)")
+for m in METHODS:
+    if m != "Seq-Reptile":
+        acc = paired("mean_accuracy", "Seq-Reptile", m)
+        zs = "" if m == "STL" else "   zero-shot {:+.2f} ± {:.2f}".format(*(100 * v for v in paired("mean_zero_shot", "Seq-Reptile", m)))
+        print(f"{m:>17}: accuracy {100 * acc[0]:+.2f} ± {100 * acc[1]:.2f} ({wins('Seq-Reptile', m)}/{len(SEEDS)})" + zs)
+
+# %% [markdown]
+# **What the tuned runs show** (5 seeds; the next cell re-derives every sentence from the per-seed runs):
+# * **Against the multilingual baselines.** Sequential Reptile is ahead of MTL (+2.1 ± 1.4 points),
+#   PCGrad (+2.0 ± 0.9), GradVac (+3.1 ± 2.0) and parallel Reptile (+2.1 ± 0.6) in every seed, every
+#   interval excluding 0. It does **not** beat nine single-task models: STL is ahead in every seed
+#   (Seq-Reptile − STL −1.0 ± 1.0, the interval just reaching 0).
+# * **The controls do not let us credit the sequential trajectory for the gain over MTL.** MTL with
+#   Seq-Reptile's update count (`mtl_small_batch`: 1800 updates of 16 mixed names) comes within
+#   +0.3 ± 1.0 points of Seq-Reptile (ahead of it in 2 of 5 seeds): the 9× difference in the number of
+#   updates is enough to explain the gap at this scale. Against the same batches in the same order
+#   without the interpolation (`seq_mtl`) Seq-Reptile is +1.5 ± 1.4 ahead in every seed, and η = 1
+#   with the Adam resets (`seq_reptile_eta1`) is the least accurate arm: with AdamW reset at every
+#   trajectory, the interpolation repairs what the resets break.
+# * **The analysed algorithm** (`seq_reptile_sgd`, plain SGD inner loop) scores 71.1 ± 1.6: above MTL
+#   in every seed (+3.1 ± 2.7), not distinguishable from the AdamW Seq-Reptile (+1.0 ± 2.1) or from STL.
+# * **Zero-shot** (8 unseen languages): Seq-Reptile is above MTL (+2.3 ± 1.6), PCGrad and `seq_mtl`
+#   (interval excluding 0), but not above `mtl_small_batch` (−0.4 ± 3.3): the same caveat as for accuracy.
+# * **Forgetting cannot rank the tuned runs.** Their AdamW learning rates differ up to 33×, and after
+#   fine-tuning the held-out masked-character loss of seven arms — Seq-Reptile among them — is above
+#   uniform guessing (6.84 nats): the metric is saturated. The gentle operating point below fixes that.
+
+# %%
 multi = ["MTL", "PCGrad", "GradVac", "Parallel Reptile"]
-# the paragraph above, re-derived from the shipped per-seed runs (not a test of luck: the file is fixed)
-assert all(paired("mean_accuracy", m)[0] > 0 and excludes_zero(paired("mean_accuracy", m)) for m in multi)
-assert not excludes_zero(paired("mean_accuracy", "STL"))
-assert not any(excludes_zero(paired("mean_zero_shot", m)) for m in multi)
-assert not excludes_zero(paired("forgetting", "MTL"))
-assert all(mlm_after(m) > math.log(937) for m in ("MTL", "GradVac", "Seq-Reptile", "Parallel Reptile"))
-assert all(mlm_after(m) < math.log(937) for m in ("PCGrad", "STL"))
-print({m: round(mlm_after(m), 2) for m in METHODS}, "uniform guessing", round(math.log(937), 2))
+acc_gap = {m: paired("mean_accuracy", "Seq-Reptile", m) for m in METHODS if m != "Seq-Reptile"}
+assert all(acc_gap[m][0] > 0 and excludes_zero(acc_gap[m]) and wins("Seq-Reptile", m) == len(SEEDS) for m in multi)
+assert acc_gap["STL"][0] < 0 and wins("STL", "Seq-Reptile") == len(SEEDS) and not excludes_zero(acc_gap["STL"])
+assert not excludes_zero(acc_gap["mtl_small_batch"]) and abs(acc_gap["mtl_small_batch"][0]) < 0.01
+assert wins("mtl_small_batch", "Seq-Reptile") == 2
+assert excludes_zero(acc_gap["seq_mtl"]) and wins("Seq-Reptile", "seq_mtl") == len(SEEDS)
+assert min(METHODS, key=lambda m: np.mean(per_seed(m, "mean_accuracy"))) == "seq_reptile_eta1"
+sgd_mtl = paired("mean_accuracy", "seq_reptile_sgd", "MTL")
+assert excludes_zero(sgd_mtl) and wins("seq_reptile_sgd", "MTL") == len(SEEDS)
+assert not excludes_zero(paired("mean_accuracy", "seq_reptile_sgd", "Seq-Reptile"))
+assert not excludes_zero(paired("mean_accuracy", "seq_reptile_sgd", "STL"))
+zs_gap = {m: paired("mean_zero_shot", "Seq-Reptile", m) for m in SHARED if m != "Seq-Reptile"}
+assert all(excludes_zero(zs_gap[m]) and zs_gap[m][0] > 0 for m in ("MTL", "PCGrad", "seq_mtl"))
+assert not excludes_zero(zs_gap["mtl_small_batch"])
+saturated = [m for m in METHODS if np.mean(per_seed(m, "mlm_after")) > UNIFORM]
+assert "Seq-Reptile" in saturated and len(saturated) == 7, saturated
+lrs = [tuning["chosen"][m] for m in METHODS if m != "seq_reptile_sgd"]       # the AdamW arms
+assert max(lrs) / min(lrs) > 30
+print("saturated (MLM loss after > ln 937):", saturated)
+
+# %%
+ALIGN = ("cosine_encoder", "cosine", "inner", "energy", "train_loss")
+
+
+def probe_mean(m, key, runs=None, seed=None):
+    """Mean of a probe quantity over a run's probes after the start (the first probe is the shared start)."""
+    runs = saved["runs"] if runs is None else runs
+    return [float(np.mean([p[key] for p in runs[s][m]["probes"][1:]])) for s in ([seed] if seed else SEEDS)]
+
+
+print("balanced validation probes (16 names per class and language), mean over the 8 probes after the start")
+print(f"{'method':>17} | " + " | ".join(f"{k:>14}" for k in ALIGN))
+for m in SHARED:
+    print(f"{m:>17} | " + " | ".join(f"{np.mean(probe_mean(m, k)):14.3f}" for k in ALIGN))
+cos_gain = {m: mean_ci([a - b for a, b in zip(probe_mean("Seq-Reptile", "cosine_encoder"), probe_mean(m, "cosine_encoder"))])
+            for m in SHARED if m != "Seq-Reptile"}
+print("\nencoder-only cosine, Seq-Reptile − baseline (paired over seeds):",
+      {m: f"{v[0]:+.3f} ± {v[1]:.3f}" for m, v in cos_gain.items()})
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+show = [m for m in ("MTL", "PCGrad", "GradVac", "Seq-Reptile", "Parallel Reptile", "seq_mtl") if m in SHARED]
+for m in show:
+    cos = np.array([[p["cosine_encoder"] for p in saved["runs"][s][m]["probes"]] for s in SEEDS])
+    calls = [p["calls"] for p in saved["runs"][SEEDS[0]][m]["probes"]]
+    axes[0].plot(calls, cos.mean(0), "o-", color=COLORS[m], label=m, ms=3)
+    loss = np.array([[p["train_loss"] for p in saved["runs"][s][m]["probes"]] for s in SEEDS])
+    axes[1].plot(loss.mean(0), cos.mean(0), "o-", color=COLORS[m], label=m, ms=3)
+axes[0].set(title="encoder-only gradient cosine\n(balanced validation probes)", xlabel="mini-batch gradients")
+axes[1].set(title="the same cosine against training loss", xlabel="mean training loss", xscale="log")
+axes[0].legend(fontsize=7)
+for j, m in enumerate(SHARED):                      # tuned rate (solid) and lr 1e-3 (hatched, five arms)
+    axes[2].bar(j - 0.2, np.mean(per_seed(m, "mlm_after")), 0.4, color=COLORS[m])
+    if m in saved["gentle"]["methods"]:
+        axes[2].bar(j + 0.2, np.mean(per_seed(m, "mlm_after", saved["gentle"]["runs"])), 0.4, color=COLORS[m],
+                    hatch="//", alpha=0.5)
+axes[2].set_xticks(range(len(SHARED)), SHARED, rotation=40, fontsize=7, ha="right")
+axes[2].axhline(UNIFORM, color="k", ls="--", lw=1, label="uniform guessing")
+axes[2].set(title="held-out masked-char loss after fine-tuning\n(solid: tuned lr; hatched: lr 1e-3)", ylabel="nats")
+axes[2].legend(fontsize=7)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# **Alignment, measured on balanced held-out names.** Every method's per-language gradients are
+# nearly orthogonal: mean encoder-only cosines of 0.07–0.13 along training, full-vector 0.09–0.25.
+# Sequential Reptile's encoder cosine is **not higher than MTL's** (−0.016 ± 0.041, higher in 1 of 5
+# seeds), nor than `seq_mtl`'s: the paper's signature — more aligned task gradients — does not show at
+# this scale, and with cosines near 0.1 there is little conflict for any method to repair.
+# (An earlier version of this notebook probed the first 48 *training* names of each language; the
+# splits are stored sorted by class, so those probes held no currency at all and the cosine tracked
+# the remaining training loss. That measurement is gone.)
+
+# %%
+cos_all = {m: float(np.mean(probe_mean(m, "cosine_encoder"))) for m in SHARED}
+full_all = {m: float(np.mean(probe_mean(m, "cosine"))) for m in SHARED}
+assert 0.05 < min(cos_all.values()) and max(cos_all.values()) < 0.15 and max(full_all.values()) < 0.3
+for m in ("MTL", "seq_mtl"):
+    assert not excludes_zero(cos_gain[m]) and cos_gain[m][0] < 0
+assert sum(a > b for a, b in zip(probe_mean("Seq-Reptile", "cosine_encoder"), probe_mean("MTL", "cosine_encoder"))) == 1
+print({m: round(v, 3) for m, v in cos_all.items()})
+
+
+# %% [markdown]
+# **A second operating point where forgetting is measurable.** At AdamW lr 10⁻³ for every arm (not
+# tuned; five arms, to save compute) the masked-character loss after fine-tuning stays between 2.6 and
+# 4.7 nats in every run, well below uniform guessing, so forgetting can be compared.
+
+
+# %%
+gentle = saved["gentle"]
+GM = gentle["methods"]
+print(f"gentle operating point: AdamW lr {gentle['lr']:g} for every method (not tuned), {len(SEEDS)} seeds")
+table(gentle["runs"], GM)
+print("\nSeq-Reptile − baseline at the gentle lr (paired over seeds)")
+for m in GM:
+    if m != "Seq-Reptile":
+        acc, f = paired("mean_accuracy", "Seq-Reptile", m, gentle["runs"]), paired("forgetting", "Seq-Reptile", m, gentle["runs"])
+        print(f"{m:>17}: accuracy {100 * acc[0]:+.2f} ± {100 * acc[1]:.2f} ({wins('Seq-Reptile', m, runs=gentle['runs'])}/"
+              f"{len(SEEDS)}),  forgetting {f[0]:+.3f} ± {f[1]:.3f} nats")
+
+# %% [markdown]
+# **Reading at the gentle rate.** `seq_reptile_eta1` differs from Seq-Reptile only in the
+# interpolation (η = 1 instead of 0.5): with the interpolation the model forgets 0.77 ± 0.11 nats
+# less and is 0.9 ± 0.8 points more accurate, in every seed — a controlled effect of the Reptile step.
+# Against the other arms that make 1800 updates it also forgets less in every seed (`seq_mtl`
+# −0.98 ± 0.21, `mtl_small_batch` −1.26 ± 0.29 nats). But **plain MTL forgets least** (Seq-Reptile
+# forgets +0.15 ± 0.06 nats more, every seed), and Seq-Reptile's accuracy edge over MTL here
+# (+0.9 ± 1.8, 3 of 5 seeds) is not distinguishable from 0; no zero-shot difference excludes 0.
+# Fewer, larger updates move the encoder less than any of the 1800-update arms.
+
+# %%
+G = gentle["runs"]
+after = [x for m in GM for x in per_seed(m, "mlm_after", G)]
+assert 2.6 < min(after) and max(after) < 4.7 < UNIFORM
+f_gap = {m: paired("forgetting", "Seq-Reptile", m, G) for m in GM if m != "Seq-Reptile"}
+a_gap = {m: paired("mean_accuracy", "Seq-Reptile", m, G) for m in GM if m != "Seq-Reptile"}
+for m in ("seq_reptile_eta1", "seq_mtl", "mtl_small_batch"):
+    assert f_gap[m][0] < 0 and excludes_zero(f_gap[m]) and wins(m, "Seq-Reptile", "forgetting", G) == len(SEEDS)
+assert a_gap["seq_reptile_eta1"][0] > 0 and excludes_zero(a_gap["seq_reptile_eta1"])
+assert wins("Seq-Reptile", "seq_reptile_eta1", runs=G) == len(SEEDS)
+assert f_gap["MTL"][0] > 0 and excludes_zero(f_gap["MTL"]) and wins("Seq-Reptile", "MTL", "forgetting", G) == len(SEEDS)
+assert not excludes_zero(a_gap["MTL"]) and wins("Seq-Reptile", "MTL", runs=G) == 3
+assert not any(excludes_zero(paired("mean_zero_shot", "Seq-Reptile", m, G)) for m in GM if m != "Seq-Reptile")
+print({m: f"{v[0]:+.2f} ± {v[1]:.2f} nats" for m, v in f_gap.items()})
 
 # %% [markdown]
 # **Live check.** We rerun seed 0 of three methods here, with the shipped checkpoint and the shipped
@@ -516,56 +618,78 @@ for m, r in live.items():
 # with the amount of conflict and vanish where the tasks agree. The driver's docstring
 # (`tutor/experiments/seq_reptile.py`) registered these predictions **before** any run:
 # * Toy B with the three private wells at 0°, s, 2s around the compromise point (s = 0: the tasks
-#   agree): Seq-Reptile's gain over MTL in final conflict energy is indistinguishable from 0 at s = 0 and
-#   grows with s; its gain over sequential SGD (η = 1, the toy's "SeqMTL") is much smaller than its gain
-#   over MTL at every s > 0.
+#   agree; 64 random starts within distance 1 of the compromise point per seed, α = 0.2, K = 3, η = 0.5,
+#   600 outer steps): Seq-Reptile's gain over MTL in final conflict energy is indistinguishable from 0
+#   at s = 0 and grows with s; its gain over sequential SGD (η = 1, the toy's "SeqMTL") is much smaller
+#   than its gain over MTL at every s > 0. (The steps are smaller than Part 3's because in a pilot MTL
+#   did not settle at α = 0.3, K = 12 when the wells coincide: its step 0.6 on the sum of three
+#   gradients, times a curvature of about 4 per task, is ≈ 7, above the stability limit 2.)
 # * CLDR typing on a 4-language group sharing the Latin script (en fi id sw) against one with four
-#   scripts (ar bn ko ru): higher balanced-probe cosine within the shared-script group, a larger gain
+#   scripts (ar bn ko ru), MTL / Seq-Reptile / `seq_mtl` at the rates tuned on 9 languages, budget 4/9
+#   (800 gradients, K = 16): higher balanced-probe cosine within the shared-script group, a larger gain
 #   over MTL for the mixed-script group, no gain over `seq_mtl` in either.
 #
-# **What is here.** The multi-seed driver run that ships both maps did not finish in this revision's
-# compute window, so this section computes the **Toy B map live** (3 seeds, 64 random starts within
-# distance 1 of the compromise point per seed, α = 0.2, K = 3, η = 0.5, 600 outer steps). The steps are
-# smaller than Part 3's because in our pilot (not rerun here) MTL did not settle at α = 0.3, K = 12 when
-# the wells coincide (its step 0.6 on the sum of three gradients, times a curvature of about 4 per task,
-# is ≈ 7, above the stability limit 2). This
-# section says nothing yet about the real-task map.
+# Both maps ship with 5 seeds; one toy point is recomputed live.
 
 # %%
 from tutor import viz  # noqa: E402
-from tutor.experiments.regime import regime_map, summarise_regime  # noqa: E402
+from tutor.experiments.regime import summarise_regime  # noqa: E402
 
-toy_map = cldr_exp.toy_regime([0, 1, 2])                     # ≈ 15 s on one core
-E = toy_map["energy"]
-SPREADS = list(cldr_exp.TOY_SPREADS)
-maps = {base: regime_map("spread of the task optima (degrees), Toy B", SPREADS, E["Seq-Reptile"], E[base],
-                         method="Seq-Reptile", baseline=base, metric="final conflict energy", higher_is_better=False,
-                         prediction=cldr_exp.PREDICTIONS["toy_mtl" if base == "MTL" else "toy_seq"])
-        for base in ("MTL", "Sequential SGD")}
-fig, ax = plt.subplots(figsize=(6.5, 3.8))
-for base, reg in maps.items():
-    viz.regime_plot(reg, operating_point=120, ax=ax, label=f"Seq-Reptile − {base}")
-ax.legend(fontsize=8)
+maps = {(m["factor"].split(" (")[0], m["baseline"]): m for m in saved["regime"]}
+fig, axes = plt.subplots(1, 2, figsize=(13, 3.8))
+for (factor, base), reg in maps.items():
+    toy = factor.startswith("spread")
+    viz.regime_plot(reg, ax=axes[0 if toy else 1], label=f"Seq-Reptile − {base}")
+for ax in axes:
+    ax.legend(fontsize=8)
+plt.tight_layout()
 plt.show()
-pts = {base: {p.value: p for p in summarise_regime(reg)} for base, reg in maps.items()}
-for base in maps:
-    print(f"vs {base}: " + "; ".join(f"{v}°: gain {p.gain:+.3f} ± {p.ci95:.3f}" for v, p in pts[base].items()))
-
-# %%
-mtl, sgd = pts["MTL"], pts["Sequential SGD"]
-assert not mtl[0].excludes_zero and not sgd[0].excludes_zero            # no gain where the tasks agree
-assert all(mtl[v].gain > 0 for v in (30, 60, 90, 120)) and mtl[90].excludes_zero and mtl[120].excludes_zero
-assert mtl[30].gain < mtl[60].gain < mtl[90].gain                       # grows with the spread up to 90° ...
-assert mtl[120].gain < mtl[90].gain                                     # ... but not beyond
-assert all(abs(sgd[v].gain) < 0.5 * mtl[v].gain for v in (60, 90, 120))   # sequential SGD gets most of it
-assert not any(p.excludes_zero for p in sgd.values())
+pts = {key: {p.value: p for p in summarise_regime(reg)} for key, reg in maps.items()}
+for key, ps in pts.items():
+    print(f"{key[0]}, vs {key[1]}: " + "; ".join(f"{v}: gain {p.gain:+.3f} ± {p.ci95:.3f} ({p.n_seeds} seeds)"
+                                                   for v, p in ps.items()))
+groups = saved["script_regime"]
+group_cos = {g: {m: float(np.mean([np.mean([p["cosine_encoder"] for p in groups[g][s][m]["probes"][1:]])
+                                   for s in SEEDS])) for m in cldr_exp.REGIME_METHODS} for g in groups}
+print("mean encoder-only cosine on balanced validation probes, by group:", group_cos)
 
 # %% [markdown]
-# **Reading.** Toy B: the first prediction held in part — no gain where the tasks agree, a mean gain
-# that grows from 30° to 90° (with 3 seeds its interval excludes 0 at 90° and 120° only), but a smaller
-# one at 120° than at 90°; the second held: against sequential SGD (η = 1) no interval excludes 0 and
-# the gain is under half the gain over MTL from 60° on, so on this toy the gain over MTL comes with the
-# consecutive single-task steps, not with the interpolation. The real-task map is not measured yet.
+# **Reading.** Toy B: the first prediction held in part — no gain where the tasks agree (every start
+# ends with (numerically) zero conflict energy for every method at 0°), none detectable at 30° (+0.04 ± 0.04), then
+# +0.60 ± 0.32 at 60° and +2.11 ± 0.08 at 90°, but a smaller gain at 120° (+1.10 ± 0.01) than at 90°:
+# it grows with the conflict up to a point, not monotonically. The second held: against sequential SGD
+# (η = 1) every mean gain is within ±0.11 of zero and only the 120° interval excludes 0 (+0.014): on
+# this toy the gain over MTL comes with the consecutive single-task steps, not with the interpolation.
+#
+# Real task: the languages that share a script do have more aligned gradients (MTL's encoder cosine
+# 0.28 against 0.10, higher in every seed), but no group shows a gain over MTL that excludes 0
+# (shared script +1.3 ± 2.6, different scripts +2.6 ± 3.0 points), and the mixed-script group's larger
+# mean gain is within the seed spread (+1.4 ± 3.3): the second half of the prediction is **not
+# shown**. No gain over `seq_mtl` excludes 0 in either group, as predicted — with intervals of ±3
+# points, which a gain like the 9-language one (+1.5) would also fit.
+
+# %%
+tm, ts = pts[("spread of the task optima", "MTL")], pts[("spread of the task optima", "Sequential SGD")]
+E = saved["toy_regime"]["energy"]
+assert all(x < 1e-9 for m in E for x in E[m]["0"])                               # tasks agree: (numerically) zero energy
+assert not tm[30].excludes_zero and all(tm[v].gain > 0 and tm[v].excludes_zero for v in (60, 90, 120))
+assert tm[30].gain < tm[60].gain < tm[90].gain and tm[120].gain < tm[90].gain    # grows up to 90 degrees, not beyond
+assert all(abs(ts[v].gain) < 0.11 for v in ts) and [v for v in ts if ts[v].excludes_zero] == [120]
+rm, rs = pts[("language group", "MTL")], pts[("language group", "seq_mtl")]
+cos_mtl = {g: [np.mean([p["cosine_encoder"] for p in groups[g][s]["MTL"]["probes"][1:]]) for s in SEEDS] for g in groups}
+assert all(a > b for a, b in zip(cos_mtl["shared script"], cos_mtl["different scripts"]))
+assert not any(p.excludes_zero for p in rm.values()) and rm["different scripts"].gain > rm["shared script"].gain
+between = mean_ci([a - b for a, b in zip(rm["different scripts"].diffs, rm["shared script"].diffs)])
+assert not excludes_zero(between)
+assert not any(p.excludes_zero for p in rs.values())
+print(f"gain over MTL, different − shared scripts: {between[0] * 100:+.2f} ± {between[1] * 100:.2f} points")
+
+# %%
+live_toy = cldr_exp.toy_regime([0], spreads=(90,))           # one live point: seed 0 at 90 degrees (≈ 1 s)
+for m, per in live_toy["energy"].items():
+    stored = saved["toy_regime"]["energy"][m]["90"][0]
+    print(f"{m:>15}: live {per[90][0]:.4f}, stored {stored:.4f}")
+    assert abs(per[90][0] - stored) < 1e-6 * max(1.0, abs(stored))
 
 # %% [markdown]
 # ## 8. Widget — gradient alignment
@@ -813,7 +937,12 @@ assert result_3
 # * Toys: where MTL has a whole valley of minima, Seq-Reptile walks to the point of least conflict
 #   (Toy A); among compromise end points it ends with the least conflict energy (Toy B), without
 #   changing basins.
-# * Real multilingual typing at laptop scale: see the reading of Part 4 for what did and did not show.
+# * Real multilingual typing at laptop scale (5 seeds): Sequential Reptile is more accurate than MTL,
+#   PCGrad, GradVac and parallel Reptile in every seed, but MTL with as many (smaller) updates matches
+#   it, nine single-task models are ahead of it, and its gradients are not more aligned than MTL's on
+#   balanced held-out probes. At a learning rate where forgetting is measurable, the interpolation
+#   (η = 0.5 vs 1, all else equal) reduces forgetting and raises accuracy in every seed; plain MTL
+#   forgets least. The gain on Toy B grows with the conflict up to 90° and comes with sequential SGD.
 #   The paper's downstream claims (QA/NER/XNLI with mBERT) are not tested here.
 #
 # ## References
