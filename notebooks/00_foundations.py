@@ -24,9 +24,10 @@
 #
 # **Prerequisites.** PyTorch tensors and autograd; gradient descent; cross-entropy.
 #
-# **Time.** Reading ≈ 30 min. Compute: the default run takes ≈ 2–2.5 min on 2 CPU cores; on one
-# shared core under the test runner (2026-12-02) about 5 min (5.3 min with tests/test_meta_dropout.py), of which §4's four learners take 135 s
-# and §3's sinusoid MAML 30 s
+# **Time.** Reading ≈ 30 min. Compute (default run, measured 2026-12-02 on one core, one thread,
+# executing the notebook cell by cell): 156 s of cell time (137 s of kernel CPU), of which §4's four
+# learners take 119 s and §3's sinusoid MAML 28 s. Under the test runner (nbval, whose own process
+# also uses the core) the same run takes about 5 min on one core
 # (set `TUTOR_FULL=1` before starting Jupyter for the larger configuration; a GPU helps there,
 # `TUTOR_DEVICE=cuda`).
 #
