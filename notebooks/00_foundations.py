@@ -27,8 +27,8 @@
 # **Time.** Reading ≈ 30 min. Compute (default run, measured 2026-12-02 on one core, one thread,
 # executing the notebook cell by cell): 156 s of cell time (137 s of kernel CPU), of which §4's four
 # learners take 119 s and §3's sinusoid MAML 28 s. Under the test runner (nbval, whose own process
-# also uses the core) the same run takes about 5 min on one core
-# (set `TUTOR_FULL=1` before starting Jupyter for the larger configuration; a GPU helps there,
+# also uses the core) the same run takes about 5 min on one core.
+# Set `TUTOR_FULL=1` before starting Jupyter for the larger configuration (a GPU helps there:
 # `TUTOR_DEVICE=cuda`).
 #
 # Every later notebook (01–07) reuses what this one introduces: the glyph data, the samplers,
