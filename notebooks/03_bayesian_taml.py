@@ -801,7 +801,10 @@ for m in methods:
 # Bayesian TAML in every seed (by 5 to 20). So **Bayesian TAML's large OOD gain over Meta-SGD is a
 # batch-norm result**: +27.7 ± 6.0 with batch norm, +3.5 ± 9.3 without (interval includes 0); the
 # paired difference, +24.2 ± 12.4, is positive in every seed. Why batch norm has these effects we
-# have not tested. (3 seeds, 2 degrees of freedom: the intervals are wide.)
+# have not tested. (3 seeds, 2 degrees of freedom: the intervals are wide. An attempt to add no-bn
+# seeds 3–4 stopped when Deterministic TAML's meta-training diverged at no-bn seed 3 — loss 1.8·10¹⁵
+# at step 70, at α = 0.02 — so those seeds are not in the file; how often the no-bn TAML variants
+# diverge we have not measured.)
 
 # %%
 gb_bal = arm_gap(BAYES, "Meta-SGD", "bn", "id", "balanced")

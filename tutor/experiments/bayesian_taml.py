@@ -27,7 +27,9 @@ roughly (its gain is 1.1-4.7 points lower at s = 1 than at s = 0 in every seed).
 in-distribution (the uniform-scale 1/N_c is below the usual 1/N_c on imbalanced ID tasks).  P4 did not
 hold: on balanced ID tasks Bayesian TAML - Meta-SGD is -4.7 +- 4.9 with batch norm and -5.4 +- 2.5
 without (paired difference +0.7 +- 5.9, 3 seeds); its OOD gain over Meta-SGD appears only with batch norm
-(+27.7 +- 6.0 vs +3.5 +- 9.3 on the same 3 seeds).
+(+27.7 +- 6.0 vs +3.5 +- 9.3 on the same 3 seeds).  Adding no-bn seeds 3-4 (--ablation-seeds 0 1 2 3 4
+--reuse of the shipped file) stopped with a FloatingPointError: Deterministic TAML, no-bn seed 3, alpha 0.02,
+meta-training loss 1.8e15 at step 70 (the driver does not record diverged runs; not shipped).
 """
 
 from __future__ import annotations
