@@ -33,8 +33,8 @@
 # trick and the KL divergence between Gaussians.
 #
 # **Time.** Reading ≈ 40 min. Compute: one Bayesian TAML model is trained live (its training and
-# scoring cell took 31 s on one core, measured; the whole notebook with its unit tests ran in 102 s;
-# longer on a busy shared machine; `TUTOR_FULL=1`: 5× longer training);
+# scoring cell took 36 s on one core, measured on a busy shared machine; the whole notebook ran in
+# 103 s on one core under nbval; `TUTOR_FULL=1`: 5× longer training);
 # every multi-seed claim comes from the shipped results of `tutor.experiments.bayesian_taml`.
 
 # %%
@@ -318,8 +318,8 @@ assert torch.allclose(kl_to_standard_normal(mu, sd), ref)
 # layer** (the shipped default, chosen before the run because it is the paper's semantics: in the
 # official Conv4 a batch norm follows every modulated layer, so in the forward pass z's shift is
 # cancelled exactly and its scale up to its sign; measured on the live model in §6, those signs
-# still move the starting function a lot). The plan was to run every method without batch norm
-# too (prediction P4); that arm was **not run** (§7). 5 second-order inner steps in meta-training,
+# still move the starting function a lot). Every method is also run without batch norm (arm
+# "no-bn", prediction P4, §7), with its rates tuned for that learner. 5 second-order inner steps in meta-training,
 # scored after 5 and after 10 at meta-test; Adam 1e-3, meta-batch 4, clipping ±3.
 #
 # **Live run:** only Bayesian TAML is trained here (one seed, 300 meta-iterations — fewer than the
@@ -471,29 +471,29 @@ assert 0.05 < np.mean(flip) < 0.35 and np.mean(moved) > 0.5 > 25 * np.mean(moved
 # ## 7. Across seeds (precomputed by our own script)
 #
 # The driver `python -m tutor.experiments.bayesian_taml` (its docstring states the predictions,
-# written before the run) trains every method for 3 seeds with batch norm in the learner, at the
-# **same number of meta-iterations** (500 each; CPU seconds recorded), and stores per-task scores
-# after 5 and after 10 inner steps on the same 150 ID and 150 OOD test tasks. (The command asked
-# for 5 seeds and a 3-seed arm without batch norm; the run was stopped after the third seed to stay
-# within its compute budget and the results written from the finished runs with `--finish`.
-# **So prediction P4 — batch norm vs none — was not tested**, and seeds 3–4 were not run. The
-# shipped file also holds one finished run of the no-batch-norm arm, MAML seed 0, that the run
-# stopped after; a single method in a single seed compares nothing, so the notebook leaves it out of
-# every table and claim.) **Selection used ID validation tasks only** (never test or OOD tasks): each
-# method's initial inner learning rate from a 3-point grid around its earlier choice, widened while
-# the best value sat on an edge, at the same budget; β_KL ∈ {0.1, 1} (each with its own rate) the
-# same way; Deterministic TAML uses the chosen Bayesian TAML's rate, and the no-batch-norm arm reuses
-# the rates tuned with batch norm. **Scaled down** from the paper (and from our earlier 1000-iteration
-# run) to fit a 35-minute compute budget. Tail-class recall is averaged over the class-imbalanced
-# tasks only (on a balanced task every class ties for "tail"). Everything below is recomputed from
-# the per-task scores.
+# written before the first run) trains every method for **5 seeds with batch norm** in the learner
+# (arm "bn", the default) and **3 seeds without** (arm "no-bn", §7.1), at the **same number of
+# meta-iterations** (500 each; CPU seconds recorded), and stores per-task scores after 5 and after
+# 10 inner steps on the same 150 ID and 150 OOD test tasks. (The first run was stopped after three
+# batch-norm seeds; a second run reused its finished runs and its tuning scores where the settings
+# were identical — the file records which, under `reused` — and ran the rest.) **Selection used ID
+# validation tasks only** (never test or OOD tasks): each method's initial inner learning rate from
+# a 3-point grid around its earlier choice, widened while the best value sat on an edge, at the
+# same budget, until every choice was interior (checked below); β_KL ∈ {0.1, 1} (each with its own
+# rate) the same way; Deterministic TAML uses the chosen Bayesian TAML's rate; the no-bn arm's
+# rates are tuned the same way on the learner without batch norm. **Scaled down** from the paper
+# (and from our earlier 1000-iteration run) to fit the compute budget. Tail-class recall is averaged
+# over the class-imbalanced tasks only (on a balanced task every class ties for "tail"). Everything
+# below is recomputed from the per-task scores.
 
 # %%
 digest = sha256_of(RESULTS)             # load_results above refused the file if this differed from SHA256SUMS
 print(f"checksum ok ({digest[:12]}…)\ncommand: {saved['command']}\ndate: {saved['date']}, torch {saved['torch']}")
-for m, t in saved["tuning"].items():
-    grid = ", ".join(f"{k}: {'diverged' if v is None else f'{v * 100:.1f}%'}" for k, v in t["grid"].items())
-    print(f"tuning {m:30s} {grid} -> {t['chosen']}" + ("  (on the grid edge)" if t["on_edge"] else ""))
+tunings = {ARM: saved["tuning"], **saved.get("arm_tuning", {})}
+for arm, tuning in tunings.items():
+    for m, t in tuning.items():
+        grid = ", ".join(f"{k}: {'diverged' if v is None else f'{v * 100:.1f}%'}" for k, v in t["grid"].items())
+        print(f"tuning {arm:5s} {m:30s} {grid} -> {t['chosen']}" + ("  (on the grid edge)" if t["on_edge"] else ""))
 print("beta_KL chosen on validation:", BAYES, {k: round(v * 100, 1) for k, v in saved["bayesian_choice"]
                                                ["validation"].items()})
 
@@ -572,7 +572,7 @@ for method in [m for m in methods if m != "Meta-SGD"]:
 # %% [markdown]
 # **Per-task breakdown.** ID accuracy (10 steps) by task group — balanced / class-imbalanced ×
 # small (N ≤ 50 support examples) / large — for every method, with batch norm (the default) and
-# without; the second block is the gain over Meta-SGD in the same arm and group.
+# without (§7.1); the second block is the gain over Meta-SGD in the same arm and group.
 
 # %%
 GROUPS = ["balanced/small", "balanced/large", "imbalanced/small", "imbalanced/large"]
@@ -589,28 +589,10 @@ for arm in ARMS_RUN:
               + "".join(f"{fmt(d) if method != 'Meta-SGD' else '':>18s}" for d in gains))
 
 # %% [markdown]
-# **Batch norm vs none (P4: not tested), the two 1/N weightings (P3), 5 vs 10 test steps, and Monte
-# Carlo vs the posterior mean** — each a paired comparison on the same tasks. The no-batch-norm arm
-# has no complete seed, so the P4 branch below prints that and compares nothing.
+# **The two 1/N weightings (P3), 5 vs 10 test steps, and Monte Carlo vs the posterior mean** — each
+# a paired comparison on the same tasks (batch-norm arm; batch norm vs none follows in §7.1).
 
 # %%
-bal = {arm: gain(BAYES, split="id", arm=arm, group="balanced") for arm in ARMS_RUN}
-print(f"{BAYES} - Meta-SGD on balanced ID tasks: " + ", ".join(f"{a} {fmt(v)}" for a, v in bal.items()))
-common = [s for s in seeds_of[OTHER] if s in seeds_of[ARM]]
-if common:
-    bal_pair = np.array([task_mean(run_of(BAYES, s, "bn"), "id", group="balanced")
-                         - task_mean(run_of("Meta-SGD", s, "bn"), "id", group="balanced")
-                         - task_mean(run_of(BAYES, s, "no-bn"), "id", group="balanced")
-                         + task_mean(run_of("Meta-SGD", s, "no-bn"), "id", group="balanced") for s in common])
-    print(f"  difference (bn - no-bn) of that gap, paired over seeds {common}: {fmt(bal_pair)}")
-    arm_acc = {m: np.array([task_mean(run_of(m, s, "bn"), "id") - task_mean(run_of(m, s, "no-bn"), "id")
-                            for s in common]) for m in methods}
-    print("ID accuracy with minus without batch norm, per method:", {m: fmt(v).strip() for m, v in arm_acc.items()})
-else:
-    lone = [(r["method"], r["seed"]) for r in runs if r["arm"] == OTHER]
-    print(f"P4 not tested: the {OTHER} arm has no complete seed (runs of it in the file: {lone}, "
-          f"left out of every comparison)")
-    assert not ab_seeds and lone == [("MAML", 0)]        # what the text above says the file holds
 scale = {sp: per_seed("Meta-SGD 1/N (uniform scale)", sp, group="imbalanced") - per_seed("Meta-SGD 1/N", sp,
                                                                                            group="imbalanced")
          for sp in ("id", "ood")}
@@ -663,95 +645,188 @@ for b, d in post_sel.items():
     print(f"selection run, {b}: " + ", ".join(f"{k} {v:.2f}" for k, v in d.items()))
 
 # %% [markdown]
-# **What the three seeds show** (batch-norm learner, 500 meta-iterations for every method, the same
-# 150 ID + 150 OOD test tasks; "±" is the Student-t interval over 3 seeds, 2 degrees of freedom, so
-# it is wide; all numbers are recomputed above from the shipped per-task scores):
+# **What the five seeds show** (batch-norm learner, 500 meta-iterations for every method, the same
+# 150 ID + 150 OOD test tasks; "±" is the Student-t interval over 5 seeds, 4 degrees of freedom;
+# all numbers are recomputed above from the shipped per-task scores):
 #
 # * **In-distribution, class weighting helps and Bayesian TAML does not.** Over Meta-SGD, the fixed
-#   Meta-SGD 1/N gains +2.0 ± 1.1 and ω-TAML (learned class weights only) +1.7 ± 0.8 points of ID
-#   accuracy, ahead in every seed — all of it on the class-imbalanced tasks (+6.0 and +5.1 there;
-#   on the balanced tasks both are 0.5–0.7 points *below* Meta-SGD); on the class-imbalanced tasks
-#   their tail-class recall rises by +21.5 ± 2.5 and +17.5 ± 4.5 points. Bayesian TAML is **below**
-#   Meta-SGD in every seed (−3.5, −7.0, −1.8; −4.1 ± 6.5), and Deterministic TAML too (−6.8 ± 7.9).
+#   Meta-SGD 1/N gains +2.0 ± 0.4 and ω-TAML (learned class weights only) +1.9 ± 0.5 points of ID
+#   accuracy, ahead in every seed — all of it on the class-imbalanced tasks (+4.6 to +6.5 there in
+#   every seed; on the balanced tasks both are about half a point *below* Meta-SGD on average); on
+#   the class-imbalanced tasks their tail-class recall rises by +21.4 ± 1.2 and +19.3 ± 3.5 points.
+#   Bayesian TAML is **below** Meta-SGD in every seed (−3.5, −7.0, −1.8, −6.9, −1.9; −4.2 ± 3.2),
+#   and Deterministic TAML too (−6.9 ± 3.0).
 # * **Where the ID deficit sits.** ω-TAML (class weights alone) is ahead of Meta-SGD in every seed;
 #   Deterministic TAML (class weights + γ + z, no sampling, run at Bayesian TAML's α, not tuned for
-#   itself) is behind ω-TAML in every seed (−8.5 ± 7.1). So the deficit comes with adding γ and z
+#   itself) is behind ω-TAML in every seed (−8.8 ± 2.9). So the deficit comes with adding γ and z
 #   (or with that borrowed α). It does not show that ω plays no part: inside the full models the
-#   learned ω is much less inverse-frequency than ω-TAML's (mean correlation of log E[ω_c] with
-#   log N_c −0.31 to −0.47 for Deterministic and −0.33 to −0.72 for Bayesian TAML, against −0.95 to
-#   −0.98 for ω-TAML, per seed). Bayesian TAML's deficit is largest on the small balanced tasks
-#   (−8.5 ± 7.5 there, against −2.2 to −4.0 in the other three groups; the largest of the four in
-#   every seed). Which of γ and z causes it we have not tested (no γ-only or z-only arm), nor
-#   whether batch norm matters (the no-batch-norm arm, P4, was not run).
-# * **Out-of-distribution, Bayesian TAML is far ahead**: +27.7 ± 6.0 points over Meta-SGD, in every
-#   seed (+26.5, +30.5, +26.1); Deterministic TAML +21.8 ± 12.2. With batch norm in the learner,
-#   Meta-SGD, the 1/N weightings and ω-TAML stay near chance on the hard OOD tasks (24–26% for
-#   5 ways; MAML 38.9%).
+#   learned ω is less inverse-frequency than ω-TAML's in every seed (mean correlation of log E[ω_c]
+#   with log N_c −0.26 to −0.84 for Deterministic and −0.30 to −0.92 for Bayesian TAML, against
+#   −0.95 to −0.99 for ω-TAML). Bayesian TAML's deficit is largest on the small balanced tasks
+#   (−8.9 ± 3.6 there, against −2.3 to −5.7 in the other three groups; the largest of the four in
+#   every seed). Which of γ and z causes it we have not tested (no γ-only or z-only arm); batch
+#   norm does not remove it (§7.1).
+# * **Out-of-distribution, Bayesian TAML is far ahead** with batch norm: +28.3 ± 3.2 points over
+#   Meta-SGD, in every seed (+26.5, +30.5, +26.1, +26.9, +31.7); Deterministic TAML +22.8 ± 4.7.
+#   With batch norm in the learner, Meta-SGD, the 1/N weightings and ω-TAML stay near chance on the
+#   hard OOD tasks (24–26% for 5 ways; MAML 39.0%) — without batch norm they do better and the gap
+#   mostly closes (§7.1).
 # * **The 1/N scale control (P3 did not hold).** At the uniform weighting's total scale, 1/N_c is
-#   *worse* than the usual 1/N_c on the imbalanced ID tasks (accuracy −1.2 ± 0.6, tail-class recall
-#   −4.2 ± 0.7 points), and better OOD (+1.9 ± 0.6): here the smaller effective step of the usual
+#   *worse* than the usual 1/N_c on the imbalanced ID tasks (accuracy −1.1 ± 0.3, tail-class recall
+#   −4.1 ± 0.8 points), and better OOD (+1.9 ± 0.3): here the smaller effective step of the usual
 #   1/N_c does not hurt in-distribution.
-# * **ω-TAML vs the fixed 1/N_c:** ω-TAML's ID tail-class recall is below Meta-SGD 1/N's in every
-#   seed (by 3.3–5.1 points), as is its accuracy (by 0.1–0.5 points) — the fixed weighting is at
-#   least as good here.
-# * **5 vs 10 test steps:** Bayesian and Deterministic TAML gain from the extra steps (+4.1 ± 2.5
-#   and +4.7 ± 3.3 points ID, every seed); every other method (ω-TAML included) changes by less
+# * **ω-TAML vs the fixed 1/N_c:** ω-TAML is not ahead of Meta-SGD 1/N on average: ID tail-class
+#   recall −2.1 ± 3.5 points (below in 4 of 5 seeds), accuracy −0.1 ± 0.3 (within half a point in
+#   every seed); both intervals include 0 — the fixed weighting is at least as good here.
+# * **5 vs 10 test steps:** Bayesian and Deterministic TAML gain from the extra steps (+3.8 ± 1.7
+#   and +4.4 ± 1.4 points ID, every seed); every other method (ω-TAML included) changes by less
 #   than 1.1 points.
-# * **Monte Carlo beats the posterior mean** in every seed (ID +2.0 ± 1.2, OOD +5.0 ± 4.4).
+# * **Monte Carlo beats the posterior mean** in every seed (ID +1.8 ± 0.5, OOD +4.9 ± 1.6).
 # * **The encoder.** E[ω_c] decreases with class size in every seed (mean correlation of
-#   log E[ω_c] with log N_c −0.70, −0.33, −0.72). The slope of log E[γ_l] against log task size is
-#   positive for the second hidden layer and the head in every seed (0.08–0.46; the paper's
-#   direction), mixed for the first. The first layer's mean E[γ] is huge in every seed (above 10³).
+#   log E[ω_c] with log N_c −0.70, −0.33, −0.72, −0.30, −0.92). The slope of log E[γ_l] against log
+#   task size is positive for the head in every seed (0.10–0.46; the paper's direction) and for each
+#   hidden layer in 4 of 5 seeds. The first layer's mean E[γ] is huge in every seed (above 10³).
 #   A possible reason is that batch norm after that layer makes its forward pass independent of its
-#   weight scale; we have not tested why, nor whether it matters. ‖E[z̃]‖ is **not** larger for OOD
-#   tasks in any seed.
+#   weight scale; we have not tested why, nor whether it matters. ‖E[z̃]‖ is larger for OOD tasks
+#   than for ID tasks in only one seed of five (by 0.1), so z does not mark OOD tasks here.
 # * **β_KL (selection runs, seed 0, validation tasks).** Validation chose β_KL = 0.1 (78.3% vs
-#   72.8%; β_KL = 1's rate sits on its grid's lower edge, as does MAML's on its upper edge — the
-#   widened grids did not reach an interior optimum). β_KL = 1 does **not** keep the posterior at the
+#   72.8%); every method's chosen rate, β_KL = 1's included, is interior to its widened grid (MAML's
+#   after one more widening: 0.64, with 1.28 worse). β_KL = 1 does **not** keep the posterior at the
 #   prior: mean σ of ω̃ 0.22, γ̃ 0.42, z̃ 0.92 and ‖E[z̃]‖ = 4.46 (the prior: σ = 1, mean 0), though
 #   it is closer to it than β_KL = 0.1 (0.08, 0.16, 0.42; ‖E[z̃]‖ = 5.62).
-# * **Cost:** at equal iterations Bayesian and Deterministic TAML used ≈ 36 CPU-s of training per
-#   run against ≈ 26–33 for the others (ω-TAML ≈ 33; table), and Bayesian TAML's scoring runs S = 5
+# * **Cost:** at equal iterations Bayesian and Deterministic TAML used ≈ 37 CPU-s of training per
+#   run against ≈ 27–35 for the others (ω-TAML ≈ 35; table), and Bayesian TAML's scoring runs S = 5
 #   inner loops per test task. We did not compare at equal CPU time.
 
 # %%
 g_id = {m: gain(m, split="id") for m in methods if m != "Meta-SGD"}
 g_ood = {m: gain(m, split="ood") for m in methods if m != "Meta-SGD"}
+lo_hi = lambda x: (mean_ci(list(x))[0] - mean_ci(list(x))[1], mean_ci(list(x))[0] + mean_ci(list(x))[1])  # noqa: E731
+assert len(seeds) == 5
 assert (g_id["Meta-SGD 1/N"] > 0).all() and (g_id["omega-TAML"] > 0).all()
 assert (gain("Meta-SGD 1/N", split="id", metric="tail_recall") > 0).all()
 assert (gain("omega-TAML", split="id", metric="tail_recall") > 0).all()
 assert (g_id[BAYES] < 0).all() and (g_id["Deterministic TAML"] < 0).all()
 for m in ("Meta-SGD 1/N", "omega-TAML"):       # the ID gain of class weighting is on the imbalanced tasks
-    assert gain(m, split="id", group="balanced").mean() < 0 < gain(m, split="id", group="imbalanced").min()
+    imb = gain(m, split="id", group="imbalanced")
+    assert -0.01 < gain(m, split="id", group="balanced").mean() < 0 and 0.045 < imb.min() and imb.max() < 0.0655
 assert (per_seed("Deterministic TAML", "id") < per_seed("omega-TAML", "id")).all()   # adding gamma, z: behind
-assert omega_corr["omega-TAML"].max() < -0.9 and omega_corr["Deterministic TAML"].min() > -0.5
-assert omega_corr[BAYES].min() > -0.75 and (omega_corr[BAYES] > omega_corr["omega-TAML"]).all()
+assert omega_corr["omega-TAML"].max() < -0.94
+for m in ("Deterministic TAML", BAYES):       # less inverse-frequency than omega-TAML's in every seed
+    assert (omega_corr[m] > omega_corr["omega-TAML"]).all() and omega_corr[m].min() > -0.93
 group_gain = {g: breakdown[(ARM, BAYES)][g].mean() for g in GROUPS}
 assert min(group_gain, key=group_gain.get) == "balanced/small"
 assert all(np.argmin([breakdown[(ARM, BAYES)][g][i] for g in GROUPS]) == 0 for i in range(len(seeds)))
 assert (groups_of["id"] == "balanced/small").sum() == 36          # the group really excludes imbalanced tasks
 assert (g_ood[BAYES] > 0).all() and (g_ood["Deterministic TAML"] > 0).all()
 assert max(per_seed(m, "ood").mean() for m in ("Meta-SGD", "Meta-SGD 1/N", "Meta-SGD 1/N (uniform scale)",
-                                              "omega-TAML")) < 0.30
-lo_hi = lambda x: (mean_ci(list(x))[0] - mean_ci(list(x))[1], mean_ci(list(x))[0] + mean_ci(list(x))[1])  # noqa: E731
+                                              "omega-TAML")) < 0.27
 assert lo_hi(scale["id"])[1] < 0 and lo_hi(scale_tail)[1] < 0 and lo_hi(scale["ood"])[0] > 0
-assert (per_seed("omega-TAML", "id", "tail_recall") < per_seed("Meta-SGD 1/N", "id", "tail_recall")).all()
-assert (per_seed("omega-TAML", "id") < per_seed("Meta-SGD 1/N", "id")).all()
+om_vs_n = {mt: per_seed("omega-TAML", "id", mt) - per_seed("Meta-SGD 1/N", "id", mt)
+           for mt in ("accuracy", "tail_recall")}
+print("omega-TAML - Meta-SGD 1/N, ID:", {mt: fmt(v).strip() for mt, v in om_vs_n.items()})
+assert all(lo_hi(v)[0] < 0 < lo_hi(v)[1] for v in om_vs_n.values()) and (om_vs_n["tail_recall"] < 0).sum() == 4
+assert np.abs(om_vs_n["accuracy"]).max() < 0.005 and om_vs_n["accuracy"].mean() < 0
 assert (ten_vs_five[BAYES] > 0).all() and (ten_vs_five["Deterministic TAML"] > 0).all()
 assert all(np.abs(v).max() < 0.011 for m, v in ten_vs_five.items() if "TAML" not in m or m == "omega-TAML")
 assert (mc_vs_mean["id"] > 0).all() and (mc_vs_mean["ood"] > 0).all()
 assert all(np.mean(run_of(BAYES, s)["readouts_id"]["gamma"], 0)[0] > 1e3 for s in seeds)
-assert (enc["corr"] < 0).all() and (enc["slope"][:, 1:] > 0).all() and (enc["z_ood"] <= enc["z_id"]).all()
-assert (enc["slope"][:, 0] > 0).any() and (enc["slope"][:, 0] < 0).any()          # first layer: mixed
+assert (enc["corr"] < 0).all() and ((enc["slope"][:, :2] > 0).sum(0) == 4).all()
+assert 0.095 < enc["slope"][:, 2].min() and enc["slope"][:, 2].max() < 0.465        # head: 0.10-0.46, every seed
+z_gap = enc["z_ood"] - enc["z_id"]
+assert (z_gap > 0).sum() == 1 and z_gap.max() < 0.15
 b1, b01 = post_sel["Bayesian TAML (beta 1)"], post_sel["Bayesian TAML (beta 0.1)"]
 assert BAYES == "Bayesian TAML (beta 0.1)" and b1["z_norm"] > 1 and max(b1["sigma_omega"], b1["sigma_gamma"]) < 0.5
 assert all(b1[k] > b01[k] for k in ("sigma_omega", "sigma_gamma", "sigma_z")) and b1["z_norm"] < b01["z_norm"]
 cpu_of = {m: np.mean([run_of(m, s)["train_cpu_seconds"] for s in seeds]) for m in methods}
 assert min(cpu_of[BAYES], cpu_of["Deterministic TAML"]) > max(v for m, v in cpu_of.items() if m not in
                                                                (BAYES, "Deterministic TAML"))
-assert saved["tuning"]["MAML"]["on_edge"] and saved["tuning"]["Bayesian TAML (beta 1)"]["on_edge"]
-assert not any(saved["tuning"][m]["on_edge"] for m in saved["tuning"] if m not in ("MAML", "Bayesian TAML (beta 1)"))
+assert not any(t["on_edge"] for tuning in tunings.values() for t in tuning.values())      # every choice interior
+assert saved["tuning"]["MAML"]["chosen"] == 0.64 and saved["tuning"]["MAML"]["grid"]["1.28"] < \
+    saved["tuning"]["MAML"]["grid"]["0.64"]
 print("the statements above hold for the shipped per-seed numbers")
+
+# %% [markdown]
+# ### 7.1 Batch norm vs none (P4)
+#
+# The first version of this experiment had no batch norm in the learner, and there Bayesian TAML
+# lost to MAML in-distribution, most on balanced tasks (where ω does nothing). One suspect: without
+# batch norm, z moves the network's starting function freely (with batch norm its shift and the
+# size of its scale cancel). Prediction P4, written before the run: **with batch norm Bayesian TAML
+# loses less to Meta-SGD on balanced tasks than without.** The no-bn arm repeats every method at
+# the same seeds, tasks and budget, each with its rate tuned for the learner without batch norm
+# (same grids, ID validation tasks). Per seed, the gap (Bayesian TAML − baseline) in each arm, and
+# the paired difference of the two gaps (bn − no-bn; positive: batch norm shrinks the deficit).
+
+# %%
+common = [s for s in seeds_of[OTHER] if s in seeds_of[ARM]]
+assert ARM == "bn" and OTHER == "no-bn" and len(common) >= 3
+
+
+def arm_gap(method, base, arm, split="id", group=None):
+    """Per seed (the seeds both arms have), method - base in one arm, on the same tasks."""
+    return np.array([task_mean(run_of(method, s, arm), split, group=group)
+                     - task_mean(run_of(base, s, arm), split, group=group) for s in common])
+
+
+p4 = {}
+for base in ("Meta-SGD", "MAML"):
+    for split, grp in (("id", "balanced"), ("id", None), ("ood", None)):
+        gb, gn = arm_gap(BAYES, base, "bn", split, grp), arm_gap(BAYES, base, "no-bn", split, grp)
+        p4[(base, split, grp)] = gb - gn
+        print(f"{BAYES} - {base:8s} {split.upper():3s} {grp or 'all tasks':9s}: bn {fmt(gb)}, no-bn {fmt(gn)}; "
+              f"bn - no-bn {fmt(gb - gn)}   per seed {np.round((gb - gn) * 100, 1)}")
+lift = {m: np.array([task_mean(run_of(m, s, "bn"), sp) - task_mean(run_of(m, s, "no-bn"), sp) for s in common])
+        for sp in ("id",) for m in methods}
+lift_ood = {m: np.array([task_mean(run_of(m, s, "bn"), "ood") - task_mean(run_of(m, s, "no-bn"), "ood")
+                         for s in common]) for m in methods}
+print(f"\naccuracy with minus without batch norm (seeds {common}):")
+for m in methods:
+    print(f"  {m:30s} ID {fmt(lift[m])}  OOD {fmt(lift_ood[m])}")
+
+# %% [markdown]
+# **Reading (P4).** P4 **did not hold**. On the balanced ID tasks Bayesian TAML is below Meta-SGD
+# by about as much with batch norm (−4.7 ± 4.9) as without (−5.4 ± 2.5); the paired difference,
+# +0.7 ± 5.9 (+2.2, −2.0, +1.9 per seed), is indistinguishable from 0, and over all ID tasks the
+# two gaps are the same (−4.1 in both arms). So the suspected cause — z acting freely without batch
+# norm — is not supported: with batch norm the deficit is still there. Against MAML the gap does
+# change, and the change is on MAML's side: without batch norm Bayesian TAML is below MAML on the balanced
+# tasks in every seed (−4.4 ± 2.8), with it by −0.9 ± 4.8 (the difference +3.5 ± 7.2 is positive
+# in each of the 3 seeds, its interval includes 0), and batch norm helps MAML less than Meta-SGD
+# (MAML is 3.8 points below Meta-SGD on those tasks with batch norm, 1.0 without).
+#
+# Batch norm raises every method's ID accuracy in every seed (by 3 to 11 points). Out of
+# distribution it splits the methods: it lowers the OOD accuracy of Meta-SGD, the two 1/N
+# weightings and ω-TAML in every seed (by 4 to 9 points) and raises that of MAML, Deterministic and
+# Bayesian TAML in every seed (by 5 to 20). So **Bayesian TAML's large OOD gain over Meta-SGD is a
+# batch-norm result**: +27.7 ± 6.0 with batch norm, +3.5 ± 9.3 without (interval includes 0); the
+# paired difference, +24.2 ± 12.4, is positive in every seed. Why batch norm has these effects we
+# have not tested. (3 seeds, 2 degrees of freedom: the intervals are wide. An attempt to add no-bn
+# seeds 3–4 stopped when Deterministic TAML's meta-training diverged at no-bn seed 3 — loss 1.8·10¹⁵
+# at step 70, at α = 0.02 — so those seeds are not in the file; how often the no-bn TAML variants
+# diverge we have not measured.)
+
+# %%
+gb_bal = arm_gap(BAYES, "Meta-SGD", "bn", "id", "balanced")
+gn_bal = arm_gap(BAYES, "Meta-SGD", "no-bn", "id", "balanced")
+d_bal, d_all = p4[("Meta-SGD", "id", "balanced")], p4[("Meta-SGD", "id", None)]
+assert len(common) == 3 and gb_bal.mean() < 0 and gn_bal.mean() < 0
+assert lo_hi(d_bal)[0] < 0 < lo_hi(d_bal)[1] and (d_bal > 0).any() and (d_bal < 0).any()   # P4 did not hold
+assert abs(d_bal.mean()) < 0.01 and abs(d_all.mean()) < 0.005
+d_maml = p4[("MAML", "id", "balanced")]
+assert (arm_gap(BAYES, "MAML", "no-bn", "id", "balanced") < 0).all() and (d_maml > 0).all() and lo_hi(d_maml)[0] < 0
+maml_rel = {arm: arm_gap("MAML", "Meta-SGD", arm, "id", "balanced").mean() for arm in ("bn", "no-bn")}
+assert maml_rel["bn"] < maml_rel["no-bn"] - 0.02
+ups = np.concatenate([lift[m] for m in methods])
+assert 0.03 < ups.min() and ups.max() < 0.115                      # every method, every seed: 3 to 11 points
+downs = np.concatenate([lift_ood[m] for m in ("Meta-SGD", "Meta-SGD 1/N", "Meta-SGD 1/N (uniform scale)",
+                                             "omega-TAML")])
+assert -0.09 < downs.min() and downs.max() < -0.04
+rises = np.concatenate([lift_ood[m] for m in ("MAML", "Deterministic TAML", BAYES)])
+assert 0.05 < rises.min() and rises.max() < 0.20
+gn_ood, d_ood = arm_gap(BAYES, "Meta-SGD", "no-bn", "ood"), p4[("Meta-SGD", "ood", None)]
+assert lo_hi(gn_ood)[0] < 0 < lo_hi(gn_ood)[1] and (d_ood > 0).all() and lo_hi(d_ood)[0] > 0
+print("the batch-norm statements hold for the shipped per-seed numbers")
 
 # %% [markdown]
 # **The paper's numbers** (Table 1 and Table 2 as printed in the official README, verified in our
@@ -784,7 +859,7 @@ print("the statements above hold for the shipped per-seed numbers")
 #
 # The paper's argument: balancing pays more **the more imbalanced** and **the more
 # out-of-distribution** a task is. The driver varies both at *test* time — one trained model per
-# seed and method (batch-norm arm, 3 seeds), scored on 40 test tasks at each value — and stores the
+# seed and method (batch-norm arm, 5 seeds), scored on 40 test tasks at each value — and stores the
 # paired per-seed gain over Meta-SGD (accuracy after 10 steps). Imbalance: the five class sizes fall
 # geometrically from the largest to the smallest with ratio 1 (balanced, 10 shots each) to 25
 # (28, 13, 6, 2, 1), always 50 support examples. Shift: the signal plane is rotated by s × 90°
@@ -810,18 +885,18 @@ for m in maps:
 
 # %% [markdown]
 # **Reading.** P1 (imbalance) **held for ω-TAML and not for Bayesian TAML**: ω-TAML's gain over
-# Meta-SGD is ≈ 0 on balanced tasks (−0.4 ± 0.5 at ratio 1, interval includes 0) and grows with
-# every step of the imbalance ratio to +12.1 ± 0.9 at ratio 25, while Bayesian TAML stays 3.4–3.9
-# points *below* Meta-SGD on average at every ratio, with no trend; its interval includes 0 at every
-# ratio (3 seeds, wide intervals) and never lies above it. P2 (shift) **held for Bayesian TAML**:
-# its gain rises at every step, from −3.9 ± 8.7 at s = 0 to +29.2 ± 1.8 at s = 1. For ω-TAML, P2
-# (no dependence on the shift) **did not hold strictly**: its gain is small and positive on average
-# at every shift strength (+1.2 to +4.3), does not grow with it, but is 1.1–1.8 points lower at
+# Meta-SGD is ≈ 0 on balanced tasks (−0.3 ± 0.4 at ratio 1, interval includes 0) and grows with
+# every step of the imbalance ratio to +13.2 ± 2.0 at ratio 25, while Bayesian TAML stays 2.9–3.9
+# points *below* Meta-SGD on average at every ratio, with no trend (its interval lies below 0 at
+# ratios 1, 2 and 5 and includes 0 at 10 and 25; never above it). P2 (shift) **held for Bayesian
+# TAML**: its gain rises at every step, from −3.5 ± 4.7 at s = 0 to +29.4 ± 2.1 at s = 1. For
+# ω-TAML, P2 (no dependence on the shift) **did not hold strictly**: its gain is positive on average
+# at every shift strength (+1.2 to +4.5) and does not grow with it, but is 1.1–4.7 points lower at
 # s = 1 than at s = 0 in every seed. What this shows: the imbalance gain appears with the class
 # weights alone (ω-TAML) and not in Bayesian TAML, which has learned class weights too; the OOD gain
-# appears only in the models with γ and z (Deterministic and Bayesian TAML, §7). Why Bayesian
-# TAML's class weights bring no imbalance gain, and which of γ and z carries the OOD gain, we have
-# not tested.
+# appears only in the models with γ and z (Deterministic and Bayesian TAML, §7), and only with
+# batch norm in the learner (§7.1). Why Bayesian TAML's class weights bring no imbalance gain, and
+# which of γ and z carries the OOD gain, we have not tested.
 
 # %%
 om_i, bt_i = regime[("imbalance", "omega-TAML")], regime[("imbalance", BAYES)]
@@ -830,13 +905,13 @@ assert om_i[1].low < 0 < om_i[1].high and om_i[25].low > 0                   # ~
 assert max(om_i.values(), key=lambda p: p.mean).value == 25                   # largest at the largest ratio
 ratios = sorted(om_i)
 assert all(om_i[a].mean < om_i[b].mean for a, b in zip(ratios, ratios[1:]))   # grows at every step
-assert all(-0.04 < p.mean < -0.03 for p in bt_i.values())                     # 3.4-3.9 below at every ratio
-assert all(p.low < 0 < p.high for p in bt_i.values())                         # interval includes 0 everywhere
+assert all(-0.04 < p.mean < -0.028 for p in bt_i.values())                    # 2.9-3.9 below at every ratio
+assert all(bt_i[r].high < 0 for r in (1, 2, 5)) and all(bt_i[r].low < 0 < bt_i[r].high for r in (10, 25))
 shifts = sorted(bt_s)
 assert all(bt_s[a].mean < bt_s[b].mean for a, b in zip(shifts, shifts[1:])) and bt_s[1.0].low > 0
 assert all(p.mean > 0 for p in om_s.values()) and om_s[1.0].mean < om_s[0.0].mean
 drop = np.array(om_s[0.0].diffs) - np.array(om_s[1.0].diffs)
-assert (drop > 0).all() and drop.min() > 0.010 and drop.max() < 0.0185
+assert (drop > 0).all() and drop.min() > 0.010 and drop.max() < 0.048
 assert max(om_s.values(), key=lambda p: p.mean).value != 1.0                  # does not grow with the shift
 print("the regime statements hold for the shipped per-seed differences")
 
@@ -1085,21 +1160,21 @@ assert result_3
 #   accuracy (on the class-imbalanced tasks; on balanced tasks it costs about half a point) and
 #   tail-class recall over Meta-SGD in every seed, and ω-TAML's gain grows with the class imbalance
 #   of the test tasks (regime map). The fixed 1/N_c is at least as good as ω-TAML here.
-# * As measured over three seeds (batch-norm learner, §7): full Bayesian TAML is below Meta-SGD
+# * As measured over five seeds (batch-norm learner, §7): full Bayesian TAML is below Meta-SGD
 #   in-distribution in every seed, and shows no imbalance gain; ω alone (ω-TAML) is ahead, and the
 #   deficit comes with adding γ and z — which of them, and why, we have not tested. Bayesian TAML is
 #   far above Meta-SGD on the OOD tasks, a gain that grows with the shift strength; Monte Carlo
 #   prediction beats the posterior mean; β_KL = 1 leaves the posterior closer to the prior than
 #   β_KL = 0.1 but not at it.
-# * **Not tested:** P4 (batch norm vs none: that arm was not run; the shipped file's single
-#   no-batch-norm MAML run is left out), seeds 3–4, and interior optima for MAML's α and for
-#   β_KL = 1's α (both chosen on a grid edge).
+# * **Batch norm (P4 did not hold, 3 seeds, §7.1):** without batch norm Bayesian TAML's ID deficit
+#   against Meta-SGD is the same as with it, so batch norm does not explain the deficit; its large
+#   OOD gain appears only with batch norm (without: +3.5 ± 9.3, interval includes 0).
 #
 # **Deliberate simplifications** (see the module docstring): 16-d Gaussian-class tasks and an MLP
 # learner (with batch norm) with a shrunk encoder instead of CIFAR-FS/miniImageNet with Conv4 (Conv4
 # and a conv encoder are supported: `TAML(Conv4(..., head_init="zero"), config)`); 500
-# meta-iterations and 3 seeds instead of 50k; β_KL chosen on validation (0.1, a deviation from the
-# paper's 1); S = 5 (paper 10); tasks looped with their true sizes (the official code pads); model
+# meta-iterations and 5 seeds (3 without batch norm) instead of 50k; β_KL chosen on validation
+# (0.1, a deviation from the paper's 1); S = 5 (paper 10); tasks looped with their true sizes (the official code pads); model
 # selection on ID validation tasks only; μ heads start at 0 and σ at ≈ 0.05 (official σ ≈ 0.69).
 #
 # ## References

@@ -451,3 +451,34 @@ def test_experiment_driver_smoke(tmp_path):
     again = tmp_path / "again.json"                 # --finish rebuilds the results from the partial record
     assert exp.main(["--finish", str(exp.RUNS_DIR / "r.partial.json"), "--out", str(again)]) == 0
     assert json.loads(again.read_text())["regime"] == maps
+
+
+def test_driver_reuse_is_checked_and_reuses_only_identical_settings(tmp_path, monkeypatch):
+    import json
+
+    from tutor.experiments import bayesian_taml as exp
+
+    def no_training(*a, **k):
+        raise AssertionError("a cached setting was trained again")
+
+    monkeypatch.setattr(exp, "train_method", no_training)
+    cached = {"grid": {"0.01": 0.5, "0.02": 0.6, "0.04": None, "0.08": 0.4}, "chosen": 0.02}
+    t = exp._tune("Meta-SGD", True, None, [], 3, (0.01, 0.02, 0.04), cached=cached)    # interior: nothing trained
+    assert t["chosen"] == 0.02 and not t["on_edge"] and t["grid"]["0.04"] is None
+    parser_args = ["--steps", "2", "--tune-steps", "1", "--n-val", "3", "--n-test", "4", "--n-regime", "0"]
+    counts = {"id": [[1, 2]], "ood": [[3, 3]]}
+    rec = {"command": "python -m tutor.experiments.bayesian_taml " + " ".join(parser_args[:-2] + ["--n-regime", "2"]),
+           "tasks": {"id": {"counts": counts["id"]}, "ood": {"counts": counts["ood"]}},
+           "runs": [{"arm": "bn", "seed": 0, "method": "MAML", "prediction": "point", "inner_lr": 0.5}]}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(rec))
+    with pytest.raises(ValueError, match="n_regime: 2 there, 0 here"):
+        exp.main(parser_args + ["--reuse", str(path), "--methods", "MAML", "--out", str(tmp_path / "x.json")])
+    assert not (tmp_path / "x.json").exists()
+    assert exp._reused_runs(rec, "bn", 0, "MAML", 0.5, False)[0]["reused"]
+    assert exp._reused_runs(rec, "bn", 0, "MAML", 0.25, False) == []                # another rate: trained again
+    assert exp._reused_runs(rec, "bn", 0, "MAML", 0.5, True) == []                  # no regime scores stored
+    assert exp._reused_runs(rec, "no-bn", 0, "MAML", 0.5, False) == []
+    runs = [{"arm": a, "seed": s, "method": m} for a, s, m in
+            [("bn", 0, "A"), ("bn", 0, "B"), ("bn", 1, "A"), ("no-bn", 0, "A"), ("no-bn", 0, "B")]]
+    assert exp.arms_present({"runs": runs}) == {"bn": [0], "no-bn": [0]}       # bn seed 1 lacks B

@@ -128,6 +128,7 @@ def test_seq_reptile_pretrain_never_targets_the_shipped_checkpoint(tmp_path, mon
     ("bayesian_taml", ["--n-test", "0"], "--n-test"),
     ("bayesian_taml", ["--mc", "0"], "--mc"),
     ("bayesian_taml", ["--methods", "MAMLL"], "--methods"),
+    ("bayesian_taml", ["--reuse", "no_such.json"], "--reuse"),
     ("amtfl", ["--sigma-hard", "-1"], "--sigma-hard"),
     ("amtfl", ["--synthetic-seeds", "1000"], "--synthetic-seeds"),
     ("cts_glyphs", ["--budget", "0"], "--budget"),

@@ -17,13 +17,19 @@ a task is.  On our tasks it predicts:
 (P4) with batch norm in the learner (the paper's Conv4 semantics: z is largely cancelled in the forward
      pass) Bayesian TAML loses less to Meta-SGD on balanced tasks than without batch norm.
 
-Outcome of the shipped run (added after it; see notebook 03 §7 and its regime map): stopped after
-three seeds of the batch-norm arm, so P4 was NOT tested (the file holds one no-batch-norm run, MAML
-seed 0, which nothing uses) and seeds 3-4 were not run.  P1 held for omega-TAML, not for Bayesian
-TAML (flat, about 3.4-3.9 points below Meta-SGD at every ratio).  P2 held for Bayesian TAML; for
-omega-TAML only roughly (its gain is 1.1-1.8 points lower at s = 1 than at s = 0 in every seed).
-P3 did not hold in-distribution (the uniform-scale 1/N_c is below the usual 1/N_c on imbalanced ID
-tasks).  MAML's alpha and beta_KL = 1's alpha were chosen on a grid edge after widening.
+Outcome (added after the runs; see notebook 03 §7, §7.1 and its regime map).  The first run was stopped
+after three seeds of the batch-norm arm; a second run (--reuse of the first's file: its tuning scores and
+its finished runs at unchanged rates) widened the grids until every choice was interior (MAML 0.64 with
+1.28 worse; beta_KL = 1's 0.005 with 0.0025 worse), tuned the no-batch-norm arm on its own learner, and
+added batch-norm seeds 3-4 and no-batch-norm seeds 0-2.  P1 held for omega-TAML, not for Bayesian TAML
+(flat, 2.9-3.9 points below Meta-SGD at every ratio).  P2 held for Bayesian TAML; for omega-TAML only
+roughly (its gain is 1.1-4.7 points lower at s = 1 than at s = 0 in every seed).  P3 did not hold
+in-distribution (the uniform-scale 1/N_c is below the usual 1/N_c on imbalanced ID tasks).  P4 did not
+hold: on balanced ID tasks Bayesian TAML - Meta-SGD is -4.7 +- 4.9 with batch norm and -5.4 +- 2.5
+without (paired difference +0.7 +- 5.9, 3 seeds); its OOD gain over Meta-SGD appears only with batch norm
+(+27.7 +- 6.0 vs +3.5 +- 9.3 on the same 3 seeds).  Adding no-bn seeds 3-4 (--ablation-seeds 0 1 2 3 4
+--reuse of the shipped file) stopped with a FloatingPointError: Deterministic TAML, no-bn seed 3, alpha 0.02,
+meta-training loss 1.8e15 at step 70 (the driver does not record diverged runs; not shipped).
 """
 
 from __future__ import annotations
@@ -50,8 +56,8 @@ from tutor.train import meta_train
 from tutor.validation import cli_int
 
 __all__ = ["AnyShotVectorTasks", "vector_tasks", "imbalance_tasks", "shift_tasks", "imbalance_shots",
-           "make_learner", "train_method", "METHODS", "ARMS", "GRIDS", "PROTOCOL", "PREDICTIONS", "readouts",
-           "task_groups", "main"]
+           "make_learner", "train_method", "arms_present", "METHODS", "ARMS", "GRIDS", "PROTOCOL", "PREDICTIONS",
+           "readouts", "task_groups", "main"]
 
 PROTOCOL = """Protocol (same for every method): 16-d Gaussian-class vector tasks (notes 7.1), 5-way any-shot
 (shots per class in 1..25, half of the tasks class-imbalanced), 10 queries per class; OOD test tasks move
@@ -61,11 +67,13 @@ batch norm after each hidden layer (arm "bn", the default: the paper's Conv4 sem
 meta-test; Adam 1e-3, meta-batch 4, gradients clipped to +-3; the same number of meta-iterations for
 every method (CPU seconds recorded).  Selection uses ID validation tasks only (OOD tasks and test tasks
 are never used): the initial inner learning rate alpha of every tuned method comes from a 3-point grid
-around its earlier choice (x0.5, x1, x2), widened by one point whenever the best value sits on an edge,
-with the same budget (tune-steps meta-iterations, seed 0, default arm) on n-val ID validation tasks
+around its earlier choice (x0.5, x1, x2), widened by one point whenever the best value sits on an edge
+(up to 6 times; a diverged rate counts as a worse neighbour), with the same budget (tune-steps
+meta-iterations, seed 0) on n-val ID validation tasks
 (posterior mean, 10 steps); beta_KL (0.1 or 1, each with its own alpha) is chosen the same way.
-Deterministic TAML uses the chosen Bayesian TAML's alpha (an ablation); the other arm reuses the
-default arm's rates.  All methods are scored on the same n-test ID and n-test OOD test tasks (per-task
+Deterministic TAML uses the chosen Bayesian TAML's alpha (an ablation).  The other arm's rates are
+tuned the same way on its own learner (same grids, budget and validation tasks; the default arm's
+beta_KL choice).  All methods are scored on the same n-test ID and n-test OOD test tasks (per-task
 accuracy, macro accuracy, tail-class recall on imbalanced tasks only); Bayesian TAML with S Monte Carlo
 inner loops ("mc") and with the posterior mean ("mean").  Regime maps (default arm, test time): one
 trained model per seed and method, scored on n-regime test tasks at each class-imbalance ratio (shots
@@ -228,9 +236,15 @@ def _mean(values) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-def _tune(method, arm_bn, train, val, steps, grid, widen=2):
-    """Validation accuracy per alpha on a grid that is widened (x2 / x0.5) while the best value sits on an edge."""
+def _tune(method, arm_bn, train, val, steps, grid, widen=6, cached=None):
+    """Validation accuracy per alpha on a grid that is widened (x2 / x0.5) while the best value sits on an edge
+    (at most ``widen`` times).  ``cached``: an earlier tuning record of the same setting (``_tune``'s output, same
+    ``steps``, validation tasks and arm) whose scores are reused instead of retrained; its grid joins this one."""
     scores, post, grid = {}, {}, sorted(grid)
+    if cached:
+        scores = {float(k): v for k, v in cached["grid"].items()}
+        post = {float(k): v for k, v in cached.get("posterior", {}).items()}
+        grid = sorted(set(grid) | set(scores))
     for _ in range(widen + 1):
         for alpha in grid:
             if alpha in scores:
@@ -250,7 +264,7 @@ def _tune(method, arm_bn, train, val, steps, grid, widen=2):
         finite = {k: v for k, v in scores.items() if v is not None}
         if not finite:
             raise FloatingPointError(f"{method} diverged at every inner lr of the grid {grid}")
-        best = max(finite, key=finite.get)
+        best = max(finite, key=finite.get)      # a diverged neighbour (None) bounds the grid like a worse score
         if best == max(grid):
             grid = grid + [round(best * 2, 6)]
         elif best == min(grid):
@@ -262,6 +276,48 @@ def _tune(method, arm_bn, train, val, steps, grid, widen=2):
     if post:
         out["posterior"] = {str(k): v for k, v in sorted(post.items())}
     return out
+
+
+REUSE_SETTINGS = ("steps", "tune_steps", "n_val", "n_test", "n_regime", "mc", "default_arm")
+
+
+def _reusable(path, parser, args, counts) -> dict:
+    """The record at ``path`` (a results file or a stopped run's partial record) after checking that it was made
+    with the same settings as this run (its command line is re-parsed) and on the same test tasks."""
+    try:
+        old = json.loads(Path(path).read_text())
+        old_args = parser.parse_args(shlex.split(old["command"])[3:])
+    except (OSError, ValueError, KeyError, SystemExit) as e:
+        raise ValueError(f"--reuse {path}: not a readable bayesian_taml record with its command line ({e!r})") from e
+    diff = [f"{k}: {getattr(old_args, k)!r} there, {getattr(args, k)!r} here" for k in REUSE_SETTINGS
+            if getattr(old_args, k) != getattr(args, k)]
+    if old.get("tasks", {}).get("id", {}).get("counts") != counts["id"] or \
+            old.get("tasks", {}).get("ood", {}).get("counts") != counts["ood"]:
+        diff.append("the ID/OOD test tasks differ")
+    if diff:
+        raise ValueError(f"--reuse {path}: made with other settings, nothing can be reused ({'; '.join(diff)})")
+    return old
+
+
+def _reused_runs(old: dict, arm: str, seed: int, method: str, inner_lr: float, want_regime: bool) -> list:
+    """The finished runs (every prediction kind) of ``method`` at ``arm``/``seed`` and rate ``inner_lr`` in the
+    reused record ``old``, or [] when any is missing (then the method is trained again)."""
+    runs = [r for r in old.get("runs", []) if (r["arm"], r["seed"], r["method"]) == (arm, seed, method)]
+    kinds = {r["prediction"] for r in runs}
+    if not runs or kinds not in ({"point"}, {"mc", "mean"}) or any(r["inner_lr"] != inner_lr for r in runs):
+        return []
+    if want_regime and not any("regime" in r for r in runs):
+        return []
+    return [dict(r, reused=True) for r in runs]
+
+
+def arms_present(record: dict) -> dict:
+    """{arm: seeds at which every method of the record's runs has a finished run} (what the file really holds)."""
+    methods = {r["method"] for r in record["runs"]}
+    have = {}
+    for r in record["runs"]:
+        have.setdefault(r["arm"], {}).setdefault(r["seed"], set()).add(r["method"])
+    return {a: sorted(s for s, m in seeds.items() if m == methods) for a, seeds in sorted(have.items())}
 
 
 def regime_maps(record: dict) -> list:
@@ -289,6 +345,11 @@ def regime_maps(record: dict) -> list:
     return maps
 
 
+def test_methods_of(methods, bayes) -> list:
+    """The scored methods: every requested one, of the Bayesian TAML betas only the validation-chosen one."""
+    return [m for m in methods if m not in BAYES or m == bayes]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=cli_int(0), nargs="+", default=[0, 1, 2, 3, 4], help="seeds of the default arm")
@@ -305,18 +366,24 @@ def main(argv=None) -> int:
     p.add_argument("--n-regime", type=cli_int(0), default=40, help="test tasks per regime-map value (0: no map)")
     p.add_argument("--mc", type=cli_int(1), default=5, help="Monte-Carlo samples per prediction (>= 1)")
     add_output_arguments(p, "bayesian_taml.json")
+    p.add_argument("--reuse", metavar="RECORD",
+                   help="a results file or partial record made with the same settings (checked): its tuning scores "
+                        "and its finished runs at the same rates are reused instead of retrained")
     p.add_argument("--finish", metavar="PARTIAL",
                    help="no training: write the results (with regime maps) from a partial record that a stopped "
                         "run left in runs/ (its finished runs only)")
     args = p.parse_args(argv)
-    out = resolve_output(args.out, "bayesian_taml.json", overwrite=args.overwrite)   # checked before any work
     if args.finish and not Path(args.finish).is_file():
-        p.error(f"--finish: no partial record at {args.finish}")
+        p.error(f"argument --finish: no partial record at {args.finish}")
+    if args.reuse and not Path(args.reuse).is_file():
+        p.error(f"argument --reuse: no record at {args.reuse}")
+    out = resolve_output(args.out, "bayesian_taml.json", overwrite=args.overwrite)   # checked before any work
     if args.dry_run:
         return dry_run_report(args, out)
     if args.finish:
         record = json.loads(Path(args.finish).read_text())
         record["finished_from_partial"] = True
+        record["arms"] = arms_present(record)
         record["regime"] = regime_maps(record)
         atomic_write_json(out, record, indent=None, separators=(",", ":"))
         print("wrote", out, "from", args.finish)
@@ -329,13 +396,15 @@ def main(argv=None) -> int:
         regime_sets = {"imbalance": {r: imbalance_tasks(r, args.n_regime, 3000 + i) for i, r in
                                      enumerate(IMBALANCE_RATIOS)},
                        "shift": {s: shift_tasks(s, args.n_regime, 4000 + i) for i, s in enumerate(SHIFTS)}}
+    old = _reusable(args.reuse, p, args, counts) if args.reuse else {}
     cli = argv if argv is not None else sys.argv[1:]  # shlex-quoted: method names contain spaces
     other = [a for a in ARMS if a != args.default_arm][0]
     arms = [(args.default_arm, args.seeds)] + ([(other, args.ablation_seeds)] if args.ablation_seeds else [])
     record = {"command": "python -m tutor.experiments.bayesian_taml " + shlex.join(cli),
               "date": datetime.date.today().isoformat(), "torch": torch.__version__,
               "python": platform.python_version(), "protocol": PROTOCOL, "predictions": PREDICTIONS,
-              "default_arm": args.default_arm, "arms": {a: s for a, s in arms}, "steps": args.steps,
+              "default_arm": args.default_arm, "arms_planned": {a: s for a, s in arms}, "steps": args.steps,
+              "tune_steps": args.tune_steps, "n_val": args.n_val,
               "eval_steps": [5, 10], "mc_samples": args.mc, "n_test": args.n_test, "n_regime": args.n_regime,
               "tasks": {"id": {"counts": counts["id"]}, "ood": {"counts": counts["ood"]}},
               "regime_values": {"imbalance": list(IMBALANCE_RATIOS), "shift": list(SHIFTS)},
@@ -347,7 +416,8 @@ def main(argv=None) -> int:
     if "Deterministic TAML" in args.methods:
         tuned += [b for b in BAYES if b not in tuned]
     for method in tuned:
-        record["tuning"][method] = _tune(method, ARMS[args.default_arm], train, val, args.tune_steps, GRIDS[method])
+        record["tuning"][method] = _tune(method, ARMS[args.default_arm], train, val, args.tune_steps, GRIDS[method],
+                                         cached=old.get("tuning", {}).get(method))
         chosen[method] = record["tuning"][method]["chosen"]
     bayes_val = {b: max(v for v in record["tuning"][b]["grid"].values() if v is not None)
                  for b in BAYES if b in record["tuning"]}
@@ -355,9 +425,23 @@ def main(argv=None) -> int:
     record["bayesian_choice"] = {"method": bayes, "validation": bayes_val}
     if bayes:
         chosen["Deterministic TAML"] = chosen[bayes]
+    # the other arm's rates: tuned the same way on its own learner (the default arm's beta_KL choice)
+    rates = {args.default_arm: chosen}
+    if args.ablation_seeds:
+        record["arm_tuning"] = {other: {}}
+        rates[other] = {}
+        for method in [m for m in tuned if m not in BAYES or m == bayes]:
+            record["arm_tuning"][other][method] = t = _tune(
+                method, ARMS[other], train, val, args.tune_steps, GRIDS[method],
+                cached=old.get("arm_tuning", {}).get(other, {}).get(method))
+            rates[other][method] = t["chosen"]
+        if bayes:
+            rates[other]["Deterministic TAML"] = rates[other][bayes]
+        for m in test_methods_of(args.methods, bayes):
+            rates[other].setdefault(m, chosen[m])
     # 2) every method, every seed and arm, on the same ID and OOD test tasks (+ regime tasks, default arm)
     regime_methods = [m for m in (*REGIME_METHODS, bayes) if m in args.methods]
-    test_methods = [m for m in args.methods if m not in BAYES or m == bayes]   # the validation-chosen beta only
+    test_methods = test_methods_of(args.methods, bayes)   # the validation-chosen beta only
     partial = RUNS_DIR / (out.stem + ".partial.json")
     partial.parent.mkdir(parents=True, exist_ok=True)
     record["regime_methods"] = regime_methods
@@ -366,9 +450,16 @@ def main(argv=None) -> int:
         [(other, s) for s in (args.ablation_seeds or [])] + [(args.default_arm, s) for s in args.seeds[3:]]
     for arm, seed in schedule:
         for method in test_methods:
+            lr_m = rates[arm][method]
+            reused = _reused_runs(old, arm, seed, method, lr_m, arm == args.default_arm and
+                                  method in regime_methods and bool(regime_sets)) if old else []
+            if reused:
+                record["runs"] += reused
+                atomic_write_json(partial, record, indent=None, separators=(",", ":"))
+                print(f"{arm:5s} seed {seed} {method:28s} reused from {args.reuse}", flush=True)
+                continue
             learner, meta, history, wall, cpu = train_method(method, train, args.steps, seed,
-                                                             inner_lr=chosen[method], progress=False,
-                                                             bn=ARMS[arm])
+                                                             inner_lr=lr_m, progress=False, bn=ARMS[arm])
             preds = [("mc", {"samples": args.mc}), ("mean", {"mean": True})] if learner.config.bayesian \
                 else [("point", {})]
             for kind, kw in preds:
@@ -376,7 +467,7 @@ def main(argv=None) -> int:
                 scores = {s: evaluate_steps(learner, meta, tasks, (5, 10), workers=2, **kw)
                           for s, tasks in (("id", test_id), ("ood", test_ood))}
                 run = {"seed": seed, "arm": arm, "method": method, "prediction": kind,
-                       "inner_lr": chosen[method], "beta_kl": learner.config.beta_kl,
+                       "inner_lr": lr_m, "beta_kl": learner.config.beta_kl,
                        "train_seconds": round(wall, 1), "train_cpu_seconds": round(cpu, 1),
                        "iterations": len(history.step),
                        **{s: {str(k): _per_task(v, counts[s]) for k, v in sc.items()} for s, sc in scores.items()}}
@@ -407,6 +498,10 @@ def main(argv=None) -> int:
     regime = regime_maps(record)
     if regime:
         record["regime"] = regime
+    record["arms"] = arms_present(record)
+    if old:
+        record["reused"] = {"from": str(args.reuse), "command": old["command"], "date": old.get("date"),
+                            "runs": sum(bool(r.get("reused")) for r in record["runs"])}
     atomic_write_json(out, record, indent=None, separators=(",", ":"))
     print("wrote", out)
     return 0
