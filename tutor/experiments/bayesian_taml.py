@@ -22,10 +22,10 @@ after three seeds of the batch-norm arm; a second run (--reuse of the first's fi
 its finished runs at unchanged rates) widened the grids until every choice was interior (MAML 0.64 with
 1.28 worse; beta_KL = 1's 0.005 with 0.0025 worse), tuned the no-batch-norm arm on its own learner, and
 added batch-norm seeds 3-4 and no-batch-norm seeds 0-2.  P1 held for omega-TAML, not for Bayesian TAML
-(flat, 2.9-3.9 points below Meta-SGD at every ratio).  P2 held for Bayesian TAML; for omega-TAML only
-roughly (its gain is 1.1-4.7 points lower at s = 1 than at s = 0 in every seed).  P3 did not hold
-in-distribution (the uniform-scale 1/N_c is below the usual 1/N_c on imbalanced ID tasks).  P4 did not
-hold: on balanced ID tasks Bayesian TAML - Meta-SGD is -4.7 +- 4.9 with batch norm and -5.4 +- 2.5
+(flat, 2.9-3.9 points below Meta-SGD at every ratio).  P2 held for Bayesian TAML, not for omega-TAML
+(its gain is 1.1-4.7 points lower at s = 1 than at s = 0 in every seed).  P3 did not hold
+in-distribution (the uniform-scale 1/N_c is below the usual 1/N_c on imbalanced ID tasks).  P4 was not
+confirmed: on balanced ID tasks Bayesian TAML - Meta-SGD is -4.7 +- 4.9 with batch norm and -5.4 +- 2.5
 without (paired difference +0.7 +- 5.9, 3 seeds); its OOD gain over Meta-SGD appears only with batch norm
 (+27.7 +- 6.0 vs +3.5 +- 9.3 on the same 3 seeds).  Adding no-bn seeds 3-4 (--ablation-seeds 0 1 2 3 4
 --reuse of the shipped file) stopped with a FloatingPointError: Deterministic TAML, no-bn seed 3, alpha 0.02,
