@@ -174,7 +174,7 @@ see [the instructor's page](instructor.md).
 ## The notebooks
 
 Reading time from each notebook's header; compute time and kernel memory of the default run measured
-on a 2-core CPU (README.md); the result is the headline of README.md's summary (each notebook states it
+on one CPU core (README.md); the result is the headline of README.md's summary (each notebook states it
 with its confidence intervals).
 
 | notebook | paper | time (reading + compute, memory) | result, in one line |
@@ -289,7 +289,7 @@ that would take longer are precomputed by the drivers in `tutor/experiments/`, s
 
 ## A 90-minute session per notebook
 
-Built from the measured compute time of each notebook's default run (README.md, 2-core CPU; allow 1.5×
+Built from the measured compute time of each notebook's default run (README.md, one CPU core; allow 1.5×
 on a laptop or on Binder) and the reading time in its header. Start **Run All** first: the compute runs
 while you present.
 
