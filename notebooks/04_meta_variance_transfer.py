@@ -863,6 +863,8 @@ assert lv_open < lv_mean[-1]                                                    
 val4 = settings["shared/nuisance=4.0/shots=1"]["validation"]["0"]["gated"]
 best4 = {lr: max(a for k, a in val4.items() if k.split("/")[0] == str(lr)) for lr in W["config"]["lr_grid"]}
 assert abs(100 * best4[1e-4] - 80.3) < 0.05 and abs(100 * best4[3e-2] - 56.0) < 0.05
+_b4 = [best4[lr] for lr in sorted(best4)]
+assert all(x > y for x, y in zip(_b4, _b4[1:]))                                   # smaller steps kept scoring better
 for name in settings:                                                             # L_V gate: smallest steps win
     if not settings[name]["lr_flat"]["gated"]:
         assert settings[name]["chosen"]["0"]["gated"]["lr"] <= 3e-4, name
