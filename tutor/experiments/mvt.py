@@ -90,7 +90,8 @@ class Setup:
 def make_setup(strength: float = 1.0, val_episodes: int = 100, test_episodes: int = 300,
                split_seed: int = 0, bank=None) -> Setup:
     """Base / validation / novel glyph classes, nuisance ``strength``, fixed val and test episodes
-    (``bank``: an already loaded glyph bank, so a notebook holds one copy)."""
+    (``bank``: an already loaded glyph bank, so a notebook holds one copy; its images may be uint8,
+    converted per episode by :class:`~tutor.papers.mvt.NuisanceEpisodes`)."""
     bank = bank if bank is not None else load_glyphs()
     split = bank.split((0.6, 0.2, 0.2), seed=split_seed)
     train, val = mvt_samplers(bank.images, split["train"], split["val"], strength=strength)
