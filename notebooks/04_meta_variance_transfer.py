@@ -84,6 +84,7 @@ from tutor.viz import regime_plot
 
 FULL = os.environ.get("TUTOR_FULL", "0") == "1"
 tutor.configure_threads()
+tutor.runtime.return_freed_memory()      # freed large tensors go back to the OS: the kernel stays small
 tutor.seed_everything(0)
 D = torch.float64
 ROOT = Path(tutor.__file__).resolve().parents[1]
@@ -337,9 +338,17 @@ assert abs((round_toy["oracle"] - round_toy["euclidean"]).mean().item()) < 0.001
 
 # %%
 bank = load_glyphs()
+bank.images = (bank.images * 255).round().to(torch.uint8)   # one copy, kept as bytes (8 MB, not 32 MB)
+
+
+def pixels(x):
+    """uint8 glyphs -> float in [0, 1], per batch (the same values as the float bank)."""
+    return x.float() / 255.0
+
+
 split = bank.split((0.6, 0.2, 0.2), seed=0)
 print({k: len(v) for k, v in split.items()}, "classes (base / validation / novel)")
-row = bank.images[split["test"][3], :10]
+row = pixels(bank.images[split["test"][3], :10])
 warped = shared_nuisance(row, torch.Generator().manual_seed(1), 1.0)
 fig, axes = plt.subplots(2, 10, figsize=(10, 2.3))
 for i in range(10):
@@ -414,10 +423,15 @@ assert torch.equal(gl.test_logits(gm, ep0, "prototype"), proto_view.logits(gm, e
 # ProtoNet and the gated models also the option-P head at test and the Mahalanobis head from
 # transferred variation. Sanity check: ProtoNet and the gated model retrained with the nuisance
 # switched off. `gate_zero` and `query_matching` were added in a second run that reused the other
-# methods' scores from the first (same seeds, settings and fixed episodes; the file records this).
+# methods' scores from the first (same seeds, settings and episode seeds; the file records this).
+# The module's code changed between the two runs (`tutor/papers/mvt.py`, including how donors are
+# drawn from the random generator), so arms from different runs were trained by different code, and we
+# have not checked that the fixed test episodes are bit-identical: a run effect is confounded with
+# every comparison across the two groups (`gate_zero`, `query_matching` vs the others).
 # **An asymmetry we keep:** the transfer arms embed 4 × 5 donor images per episode that ProtoNet
 # never sees in that episode (they are base-class images, which ProtoNet's own training episodes
-# also draw from). We recompute everything from the per-episode
+# also draw from). We ran no ProtoNet arm that may use them, so a transfer arm's gain over ProtoNet
+# could come from those extra images rather than from transfer. We recompute everything from the per-episode
 # scores stored in the file.
 
 # %%
@@ -466,14 +480,20 @@ plt.show()
 # 3 seeds the gated arm is not distinguishable from the control that transfers nothing — which, with
 # intervals this wide, does not show that they are equal either. What says the gated gain is **not
 # attributable to transfer** is the gate itself: the seed-0 gated model (the one we kept, §8b) is
-# closed (openness ≈ 10⁻⁵), so its virtual samples sit on the prototypes. The seed-1 and seed-2 models
-# were not kept and their openness was not recorded (the `gated` and `gated_p` arms come from the
-# first run, before the driver logged openness); that their test-time heads score like plain
-# prototypes (option P and Mahalanobis within 0.3 points of plain in every seed) is what a closed
-# gate gives, but it does not measure the gate. The feature-noise control (+3.1 ± 5.0; +2.0, +1.8,
+# closed (openness ≈ 10⁻⁵), so its virtual samples sit on the prototypes. The other scored `gated` and
+# `gated_p` models were not kept. The driver's `--add-openness` retrained them (same seed, learning
+# rate and steps), but the retrained models do **not** reproduce the stored test scores: single
+# episodes differ by up to 28 points, and even the seed-0 retrain differs from the kept model, so the
+# code path changed between the runs (we have not traced where). Their openness describes models
+# trained by the same recipe, not the scored ones: `gated` 1.7·10⁻⁴, 0.057 and 8.5·10⁻⁵ (seeds 0–2:
+# nearly closed, seed 1 less so), `gated_p` 0.25, 0.11 and 0.26 (consistent with option P's gradient
+# through L_Q keeping its gate partly open; measured on siblings only). The scored gated models'
+# test-time heads score like plain prototypes (option P and Mahalanobis within 0.3 points of plain in
+# every seed, for `gated` and `gated_p` alike) — what a closed gate gives, but the `gated_p` siblings
+# are partly open and their scored counterparts score the same way, so this sign does not tell an open
+# gate from a closed one and does not measure the scored models' gates. The feature-noise control (+3.1 ± 5.0; +2.0, +1.8,
 # +5.4) and naive transfer (+2.5 ± 7.3; −0.9, +4.3, +4.2) are larger on average than the gated arm
-# but, with 3 seeds, not distinguishable from it. Option P in training (`gated_p`, openness not
-# recorded) gave +2.0 ± 4.3 (+0.0, +3.0, +3.0): not distinguishable from zero nor from option Q. We
+# but, with 3 seeds, not distinguishable from it. Option P in training (`gated_p`) gave +2.0 ± 4.3 (+0.0, +3.0, +3.0): not distinguishable from zero nor from option Q. We
 # have not measured *when* during training the gated model's gain arose.
 #
 # **With the gate open, transfer still shows no gain on glyphs.** Query matching keeps its gate open
@@ -496,7 +516,9 @@ plt.show()
 # feature-noise control over query matching in every seed, +1.0 ± 0.5 (+0.7, +1.0, +1.1). Neither
 # naive transfer nor noise is distinguishable from ProtoNet. With 21 comparisons at 95% each, about
 # one such interval is expected by chance alone, so we read none of the three as strong evidence, and
-# the last two (not planned) as evidence neither for nor against transfer, without more seeds.
+# the last two (not planned) as evidence neither for nor against transfer, without more seeds — both
+# also compare an arm of the first run with one of the second, so a run effect (different code, see
+# above) is confounded with them.
 #
 # **The caveat, on images.** Augmenting ProtoNet's prototypes at test time with naive virtual samples
 # changed accuracy by −0.2 ± 0.4 points (§3). A Mahalanobis head whose covariance comes from raw
@@ -529,8 +551,9 @@ gz_d, qm_d = diff_ci("nuisance", "gate_zero/prototype"), diff_ci("nuisance", "qu
 assert abs(gz_d[0]) < gz_d[1]                                              # gate_zero: not distinguishable from 0
 m, ci = paired_over_seeds("nuisance", "gate_zero/prototype", "gated/prototype")
 assert abs(m) < ci                                                         # gated vs gate_zero: indistinguishable
-for head in ("augmented", "mahalanobis"):                                  # closed gate: heads = plain prototypes
-    assert np.abs(seed_diffs("nuisance", "gated/prototype", f"gated/{head}")).max() < 0.003
+for arm in ("gated", "gated_p"):                                           # heads score like plain prototypes
+    for head in ("augmented", "mahalanobis"):
+        assert np.abs(seed_diffs("nuisance", f"{arm}/prototype", f"{arm}/{head}")).max() < 0.003
 assert noise_d[0] > gated_d[0] and naive_d[0] > gated_d[0]                 # "larger on average"
 for other in ("noise", "naive"):                                           # "not distinguishable"
     m, ci = paired_over_seeds("nuisance", "gated/prototype", f"{other}/prototype")
@@ -555,7 +578,11 @@ assert abs(off_d[0]) < off_d[1]                                            # san
 m, ci = mean_ci([x - y for x, y in zip(summary["nuisance", "gated/prototype"][2],
                                        summary["no_nuisance", "gated/prototype"][2])])
 assert abs(m) < ci                                                         # +0.6 vs +1.8: not separable
-assert "gated" not in saved["openness"] and "gated_p" not in saved["openness"]   # not recorded for seeds 1, 2
+rep_gap = saved["openness_reproduced"]                                     # retrained, not the scored models
+assert all(0.19 < x < 0.29 for m in ("gated", "gated_p") for x in rep_gap[m].values())   # "up to 28 points"
+g_o, gp_o = ([saved["openness"][m][s] for s in "012"] for m in ("gated", "gated_p"))
+assert max(g_o[0], g_o[2]) < 2e-4 and 0.05 < g_o[1] < 0.06                  # gated: 1.7e-4, 0.057, 8.5e-5
+assert all(0.1 < x < 0.27 for x in gp_o) and min(gp_o) > max(g_o)            # gated_p: 0.25, 0.11, 0.26
 ARMS = ("protonet", "gated", "gated_p", "noise", "naive", "gate_zero", "query_matching")
 apart = {}
 for i, a in enumerate(ARMS):                                               # all 21 pairs of glyph arms
@@ -624,8 +651,8 @@ with torch.no_grad():                       # query-matching model: spread of qu
 spread_ratio = float(np.mean(q_sq) / np.mean(d_sq))
 print(f"query-matching model: mean ||h_q - mu_y||^2 / mean ||v||^2 = {spread_ratio:.2f}")
 print("openness of the shipped seed-0 models:", {m: f"{o:.1e}" for m, o in openness.items()})
-print("openness per seed, from the driver (20 test episodes each):",
-      {m: [f"{x:.1e}" for x in v.values()] for m, v in saved["openness"].items()})
+print("openness per seed, from the driver (20 test episodes each; gated and gated_p: retrained siblings, "
+      "not the scored models):", {m: [f"{x:.1e}" for x in v.values()] for m, v in saved["openness"].items()})
 fig, ax = plt.subplots(figsize=(5, 3))
 ax.plot(GATES, lv_mean, "o-")
 ax.set_xlabel("gate g held fixed (virtual sample = μ_c + g·v)")
@@ -745,35 +772,42 @@ for arm, acc in live_pt.items():
 # %% [markdown]
 # **Reading the map.** *One L shared by all classes:* the gain of query matching over ProtoNet is 0 at
 # strength 0 (every arm's tuning chose shrinkage 1, i.e. ProtoNet, in every seed), +0.2 ± 0.2 at 1,
-# **+15.3 ± 0.3 at 2.5** and +33.0 ± 0.6 at 4 points: it grows with the nuisance, as predicted
+# **+15.4 ± 0.2 at 2.5** and +33.1 ± 0.6 at 4 points: it grows with the nuisance, as predicted
 # (prediction 1 held). Rotated donor deviations and isotropic noise gained nothing at any strength
 # (validation chose shrinkage 1, i.e. ProtoNet, for `rotated` in every seed and setting, and for
 # `noise` in all but one: seed 1 at strength 4 chose 0.7 and lost 0.2 points there, −0.04 ± 0.12 over
 # seeds), so the gain comes from the shared *directions*, not from spread (prediction 2 held). *Each class its own L:* the gain is exactly 0 at
 # every strength and seed, because validation chose shrinkage 1 for every arm; forced to use the
 # transferred covariance (naive transfer, shrinkage 0.4) the validation accuracy at strength 2.5 would
-# have dropped by about 2 points in every seed (prediction 3 held). *Shots:* +15.3 → +12.1 → +6.6
+# have dropped by about 2 points in every seed (prediction 3 held). *Shots:* +15.4 → +12.1 → +6.6
 # points at 1, 2 and 5 shots: the gain shrinks but stays positive; at 5 shots the support's own pooled
 # spread gains +4.9 ± 0.3, and transfer beats it by +1.6 ± 0.1 — within the ±2 points we
 # pre-registered, but ahead in every seed with an interval excluding 0. Prediction 4 held by its
 # ±2-point margin; its reading that transfer is no longer needed at 5 shots did not hold.
 #
-# **What failed.** Prediction 5 (the L_V-trained gate closes and gains nothing here) did not hold: in
-# this world the L_V gate stayed near where it started (its last layer starts at zero, so every gate
-# starts at 0.5; after training, openness 0.40–0.50 at strengths 2.5 and 4, 0.36–0.50 over all
-# settings) and gained +15.1 ± 0.2 at strength 2.5. Query matching beat it clearly only at strength 4
-# (+4.2 ± 1.3); at 5 shots by +0.5 ± 0.4, and elsewhere by at most +0.7 points with intervals
-# containing 0. We have not tested why the collapse has little grip here. What we measured: L_V with
-# the gate fully open is small (printed in the live cell; below its glyph value at gate 1 in §8b),
-# validation chose the *smallest* learning rate of the grid for the L_V gate in every setting (the
-# least training scored best), and the shared Mahalanobis head ignores a uniform scale of the
-# deviations (scaled by 0.01: the same accuracy within 0.2 points), so a gate that shrinks every
-# coordinate alike costs nothing. We have not trained the L_V gate longer. Query matching was within
-# 0.1 points of naive transfer everywhere (ahead by +0.03 to +0.06 points in the four shared settings
-# with strength 2.5 or more, intervals excluding 0): in this world, meta-learning the gate added almost
-# nothing over raw donor deviations (its gate sits near open, openness ≥ 0.96). The learned arms'
-# learning rate sat on the grid's lower edge in most settings (recorded as `lr_on_edge`): a wider grid
-# is left undone.
+# **What failed.** Prediction 5 (the L_V-trained gate closes and gains nothing here) did not hold at
+# the learning rate validation chose: in this world the L_V gate stayed near where it started (its last layer starts at zero, so every gate
+# starts at 0.5; after training, openness 0.48–0.50 at strengths 2.5 and 4, 0.47–0.50 over all
+# settings) and gained +15.2 ± 0.2 at strength 2.5. Query matching beat it by at most +0.15 points
+# anywhere: by +0.14 ± 0.05 at strength 2.5, +0.15 ± 0.08 at 4, +0.09 ± 0.08 at 2 shots and
+# +0.07 ± 0.02 at 5 shots (ahead in every seed there, intervals excluding 0), by nothing measurable
+# elsewhere. We have not tested why the collapse has little grip here. What we measured: L_V with the
+# gate fully open is small (printed in the live cell; below its glyph value at gate 1 in §8b); the
+# shared Mahalanobis head ignores a uniform scale of the deviations (scaled by 0.01: the same accuracy
+# within 0.2 points), so a gate that shrinks every coordinate alike costs nothing; and where the
+# learning rate mattered for the L_V gate, validation preferred one of the two smallest rates
+# (10⁻⁴ or 3·10⁻⁴), and larger steps cost up to 24 points (strength 4: 80.3% at 10⁻⁴, 56.0% at
+# 3·10⁻²), i.e. the least L_V training scored best. At the chosen rates the `gated` arm is thus close
+# to naive transfer with a barely trained gate (gated − naive −0.02 ± 0.05 at strength 2.5); whether
+# harder L_V training closes the gate in this world we have not tested, and we have not trained the
+# L_V gate longer. Query matching was within 0.15 points of naive transfer everywhere (ahead by +0.04
+# to +0.15 points in the four shared settings with strength 2.5 or more, intervals excluding 0): in
+# this world, meta-learning the gate added almost nothing over raw donor deviations (its openness
+# 0.66–1.00). **Learning-rate grid:** 10⁻⁴ … 3·10⁻² (six rates, the same for both learned arms; a tie
+# on validation goes to the rate nearest the grid's middle). Query matching's choice is inside the
+# grid in every setting; the L_V gate's validation accuracy did not depend on the rate at all in seven
+# of the ten settings, and its choice sits on the lower edge in one (strength 4, 10⁻⁴), where
+# smaller steps kept scoring better.
 
 # %%
 P = points
@@ -794,8 +828,9 @@ assert settings["shared/nuisance=4.0/shots=1"]["chosen"]["1"]["noise"]["shrinkag
 d, (m, ci) = arm_gain("shared/nuisance=4.0/shots=1", "noise")
 assert abs(m + 0.04) < 0.01 and abs(d[1] + 0.22) < 0.01                            # lost 0.2 points in seed 1
 assert P["shared"][1.0].excludes_zero and P["shared"][1.0].mean < 1
-assert P["shared"][2.5].low > 8 and abs(P["shared"][2.5].mean - 15.3) < 0.05       # prediction 1
-assert abs(P["shared"][4.0].mean - 33.0) < 0.05 and P["shared"][4.0].mean > P["shared"][2.5].mean
+assert P["shared"][2.5].low > 8 and abs(P["shared"][2.5].mean - 15.4) < 0.05       # prediction 1
+assert abs(P["shared"][2.5].mean - P["shared"][2.5].low - 0.2) < 0.05             # +15.4 +- 0.2
+assert abs(P["shared"][4.0].mean - 33.1) < 0.05 and P["shared"][4.0].mean > P["shared"][2.5].mean
 means = [P["shared"][v].mean for v in (0.0, 1.0, 2.5, 4.0)]
 assert means == sorted(means)                                                     # grows with the strength
 for name in settings:                                                             # prediction 2
@@ -810,38 +845,54 @@ forced = [val["naive"]["None/0.4"] - val["naive"]["None/1.0"]
 assert all(-0.03 < f < -0.01 for f in forced)                                     # "about 2 points" worse
 shots = [P["shots"][k].mean for k in (1, 2, 5)]
 assert shots == sorted(shots, reverse=True) and P["shots"][5].low > 0              # prediction 4, first half
-assert all(abs(a - b) < 0.05 for a, b in zip(shots, (15.3, 12.1, 6.6)))            # +15.3 -> +12.1 -> +6.6
+assert all(abs(a - b) < 0.05 for a, b in zip(shots, (15.4, 12.1, 6.6)))            # +15.4 -> +12.1 -> +6.6
 sup_d, (m, ci) = arm_gain("shared/nuisance=2.5/shots=5", "query_matching", "support")
 assert abs(m) < 2 and all(x > 0 for x in sup_d) and abs(m - 1.6) < 0.05            # within +-2, ahead every seed
 assert m - ci > 0                                                                  # ... interval excluding 0
 assert abs(arm_gain("shared/nuisance=2.5/shots=5", "support")[1][0] - 4.9) < 0.05  # support's own spread
 g_open = [o for st in ("shared/nuisance=2.5/shots=1", "shared/nuisance=4.0/shots=1")
           for o in settings[st]["openness"]["gated"].values()]
-assert 0.4 <= min(g_open) and max(g_open) <= 0.5001                                # prediction 5 failed
+assert 0.48 <= min(g_open) and max(g_open) <= 0.5001                               # prediction 5 failed
 g_all = [o for r in settings.values() for o in r["openness"]["gated"].values()]
-assert 0.36 <= min(g_all) and max(g_all) <= 0.5001                                 # 0.36-0.50 over all settings
+assert 0.47 <= min(g_all) and max(g_all) <= 0.5001                                 # 0.47-0.50 over all settings
 _phi0 = transfer_init(8, 4, 0, D)                                                  # the gate's start: exactly 0.5
 assert torch.equal(gate(_phi0, torch.ones(3, 8, dtype=D), torch.ones(3, 8, dtype=D)), torch.full((3, 8), 0.5, dtype=D))
-assert min(o for r in settings.values() for o in r["openness"]["query_matching"].values()) >= 0.96
+qm_all = [o for r in settings.values() for o in r["openness"]["query_matching"].values()]
+assert 0.65 <= min(qm_all) and max(qm_all) <= 1.0                                  # query matching: 0.66-1.00
 d, (m, ci) = arm_gain("shared/nuisance=2.5/shots=1", "gated")
-assert abs(m - 15.1) < 0.05 and m - ci > 8
-d, (m, ci) = arm_gain("shared/nuisance=4.0/shots=1", "query_matching", "gated")
-assert m - ci > 0 and abs(m - 4.2) < 0.05
-d, (m, ci) = arm_gain("shared/nuisance=2.5/shots=5", "query_matching", "gated")
-assert m - ci > 0 and abs(m - 0.46) < 0.05                                         # 5 shots: +0.5 +- 0.4
-for name in settings:                                                             # elsewhere: <= +0.7, contains 0
-    if name not in ("shared/nuisance=4.0/shots=1", "shared/nuisance=2.5/shots=5"):
-        d, (m, ci) = arm_gain(name, "query_matching", "gated")
-        assert m < 0.75 and m - ci <= 0, name
+assert abs(m - 15.2) < 0.05 and m - ci > 8
+FOUR = ("shared/nuisance=2.5/shots=1", "shared/nuisance=4.0/shots=1", "shared/nuisance=2.5/shots=2",
+        "shared/nuisance=2.5/shots=5")
+for name, want in zip(FOUR, (0.14, 0.15, 0.09, 0.07)):                              # qm over the L_V gate
+    d, (m, ci) = arm_gain(name, "query_matching", "gated")
+    assert abs(m - want) < 0.01 and m - ci > 0 and all(x > 0 for x in d), name      # ahead in every seed
+for name in settings:
+    d, (m, ci) = arm_gain(name, "query_matching", "gated")
+    assert abs(m) < 0.16, name                                                     # at most +0.15 anywhere
+    if name not in FOUR:
+        assert abs(m) < 0.01 and m - ci <= 0, name                                 # nothing measurable elsewhere
 assert lv_open < lv_mean[-1]                                                      # smaller than on glyphs
-assert all(c["gated"]["lr"] == min(W["config"]["lr_grid"])                         # smallest step chosen, everywhere
-           for r in settings.values() for c in r["chosen"].values())
+val4 = settings["shared/nuisance=4.0/shots=1"]["validation"]["0"]["gated"]
+best4 = {lr: max(a for k, a in val4.items() if k.split("/")[0] == str(lr)) for lr in W["config"]["lr_grid"]}
+assert abs(100 * best4[1e-4] - 80.3) < 0.05 and abs(100 * best4[3e-2] - 56.0) < 0.05
+_b4 = [best4[lr] for lr in sorted(best4)]
+assert all(x > y for x, y in zip(_b4, _b4[1:]))                                   # smaller steps kept scoring better
+for name in settings:                                                             # L_V gate: smallest steps win
+    if not settings[name]["lr_flat"]["gated"]:
+        assert settings[name]["chosen"]["0"]["gated"]["lr"] <= 3e-4, name
+_, g_vs_naive = arm_gain("shared/nuisance=2.5/shots=1", "gated", "naive")
+assert abs(g_vs_naive[0]) < g_vs_naive[1] and abs(g_vs_naive[0] + 0.02) < 0.01   # gated ~ naive: -0.02 points
 assert abs(shrunk.mean().item() - live_pt["naive"].mean().item()) < 0.002          # head ignores the scale
 for name in settings:                                                             # query matching ~ naive
     d, (m, ci) = arm_gain(name, "query_matching", "naive")
-    assert abs(m) < 0.1, name                                                      # within 0.1 points everywhere
-    if name.startswith("shared/nuisance=2.5") or name.startswith("shared/nuisance=4.0"):
-        assert m - ci > 0 and 0.02 < m < 0.07, name                                # ... a small edge, excluding 0
+    assert abs(m) < 0.15, name                                                     # within 0.15 points everywhere
+    if name in FOUR:
+        assert m - ci > 0 and 0.03 < m < 0.15, name                                # ... a small edge, excluding 0
+assert W["config"]["lr_grid"] == [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
+assert not any(r["lr_on_edge"]["query_matching"] for r in settings.values())      # inside the grid everywhere
+assert sum(r["lr_flat"]["gated"] for r in settings.values()) == 7 and len(settings) == 10
+assert [n for n, r in settings.items() if r["lr_on_edge"]["gated"]] == ["shared/nuisance=4.0/shots=1"]
+assert settings["shared/nuisance=4.0/shots=1"]["chosen"]["0"]["gated"]["lr"] == 1e-4
 
 # %% [markdown]
 # ## 9. Widget, panel B: transferred variations on glyphs
@@ -858,7 +909,7 @@ for name in settings:                                                           
 # %%
 PANEL_MODELS = {"query matching (open gate)": "query_matching", "gated, trained by L_V (closed gate)": "gated"}
 novel, base = split["test"], split["train"]
-retrieval_x = shared_nuisance(bank.images[novel].flatten(0, 1), torch.Generator().manual_seed(5), 1.0)
+retrieval_x = shared_nuisance(pixels(bank.images[novel].flatten(0, 1)), torch.Generator().manual_seed(5), 1.0)
 perm = torch.randperm(len(retrieval_x), generator=torch.Generator().manual_seed(6))
 retrieval_h = {}
 with torch.no_grad():
@@ -883,9 +934,9 @@ def draw_glyph_transfer(model="query matching (open gate)", target=FIRST_TARGET,
     others = [c for c in novel if c != t][:4]
     classes = [t] + others
     idx = torch.randperm(bank.num_instances, generator=g)
-    sx = shared_nuisance(bank.images[classes, idx[0]], g, strength)                   # (5, 1, 28, 28): one shot each
-    qx = shared_nuisance(bank.images[classes][:, idx[1:9]].flatten(0, 1), g, strength)
-    dx = shared_nuisance(bank.images[d, idx[:8]], g, strength)                         # (8, 1, 28, 28)
+    sx = shared_nuisance(pixels(bank.images[classes, idx[0]]), g, strength)                  # (5, 1, 28, 28): one shot each
+    qx = shared_nuisance(pixels(bank.images[classes][:, idx[1:9]].flatten(0, 1)), g, strength)
+    dx = shared_nuisance(pixels(bank.images[d, idx[:8]]), g, strength)                       # (8, 1, 28, 28)
     with torch.no_grad():
         emb = panel_net.model.embed(panel_meta["net"], torch.cat([sx, qx]))
         hs, hq = emb[:5], emb[5:]
@@ -1034,8 +1085,9 @@ assert result_3
 #   without shared covariance the gain disappeared.
 # * Our reconstructed L_V pushes the gate towards closing: the −‖u‖² term cancels in the softmax, what
 #   is left is convex in u, and zero-mean deviations raise its expected value. On glyphs the seed-0
-#   gated model (the one we kept) passed ≈ 10⁻⁵ of each deviation; in the regime-map world, 100 small
-#   steps moved the gate only from 0.5 to 0.36–0.50. A loss that asks transferred deviations to *explain
+#   gated model (the one we kept) passed ≈ 10⁻⁵ of each deviation (retrained siblings of the other
+#   scored models: `gated` ≤ 0.06, `gated_p` 0.11–0.26); in the regime-map world, 100 small steps
+#   moved the gate only from 0.5 to 0.47–0.50. A loss that asks transferred deviations to *explain
 #   the real queries' deviations* (query matching, Gaussian likelihood) cannot close the gate: its gate
 #   stayed open.
 # * On glyphs (3 seeds, 300 paired test episodes) the gated learner beat ProtoNet by +1.8 ± 1.2
@@ -1044,14 +1096,19 @@ assert result_3
 #   distinguishable from zero either, and its transferred covariance at test hurt (−2.7 ± 2.0 against
 #   its own plain prototypes). No glyph gain over ProtoNet is attributable to transfer at this scale
 #   (naive transfer did beat `gate_zero` in every seed, +1.0 ± 0.8, but as one of 21 pairwise comparisons).
-# * In a feature space where one low-rank nuisance is shared by all classes, transfer wins big
+# * In a feature space where one low-rank nuisance is shared by all classes, transfer with a
+#   Mahalanobis head wins big
 #   (+15 points at strength 2.5, +33 at 4), and the controls (rotated deviations, noise) gain nothing;
-#   raw donor deviations (naive) gain as much as the meta-learned gate (within 0.1 points). With
+#   raw donor deviations (naive) gain almost as much as the meta-learned gate (which is ahead by at most
+#   0.15 points), both with the shared Mahalanobis head. With
 #   per-class nuisance or no nuisance the gain is zero (validation falls back to ProtoNet), and with
 #   more shots it shrinks: in this world the shared premise is what transfer needs (see the regime map).
 # * Not done here: the pre-trained-encoder mitigation, a stronger nuisance, the statistics-matching
-#   variant on glyphs, a class-vector head trained on virtual features, a ProtoNet arm that may use the
-#   donor images, and any paper numbers (we have none to compare with).
+#   variant on glyphs, a ProtoNet arm that may use the donor images (every transfer arm sees 4 × 5
+#   donor images per episode that ProtoNet does not, §8), and any paper numbers (we have none to
+#   compare with). We did not build the issue's optional class-vector objective (class vectors fitted
+#   on support plus virtual features, loss on the real queries): query matching is our only new
+#   objective.
 #
 # ## References
 # * S.-J. Park, S. Han, J.-W. Baek, I. Kim, J. Song, H. B. Lee, J.-J. Han, S. J. Hwang. Meta Variance

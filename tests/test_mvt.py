@@ -162,6 +162,31 @@ def test_samplers_disjoint_and_reproducible():
     assert set(test.sampler.donor_pool) == set(base)
 
 
+def test_return_freed_memory_is_applied_or_a_no_op():
+    import platform
+
+    from tutor.runtime import return_freed_memory
+
+    applied = return_freed_memory()
+    assert applied == (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+    assert return_freed_memory() == applied                                  # idempotent
+    with pytest.raises(ValueError, match="threshold"):
+        return_freed_memory(0)
+
+
+def test_uint8_images_give_the_float_banks_episodes():
+    """A uint8 bank (a quarter of the memory) gives bit for bit the episodes of the float bank x / 255."""
+    raw = torch.randint(0, 256, (30, 12, 1, 28, 28), generator=_gen(11), dtype=torch.uint8)
+    base, novel = list(range(20)), list(range(20, 30))
+    for strength in (0.0, 1.0):
+        small = mvt_samplers(raw, base, novel, donors=4, donor_shots=3, test_queries=4, strength=strength)[1]
+        big = mvt_samplers(raw.float() / 255.0, base, novel, donors=4, donor_shots=3, test_queries=4,
+                           strength=strength)[1]
+        a, b = small.sample(4), big.sample(4)
+        for x, y in ((a.support_x, b.support_x), (a.query_x, b.query_x), (a.donor_x, b.donor_x)):
+            assert x.dtype == torch.float32 and torch.equal(x, y)
+
+
 def test_donor_classes_are_base_classes_at_test():
     images = torch.arange(30.0)[:, None, None, None, None].expand(30, 12, 1, 28, 28).contiguous()
     base, novel = list(range(20)), list(range(20, 30))
@@ -334,6 +359,20 @@ def test_experiment_driver_smoke(tmp_path):
     first, second = record["scores"]["nuisance"]["1"], again["scores"]["nuisance"]["1"]
     assert second["protonet/prototype"] == first["protonet/prototype"]              # reused
     assert second["gate_zero/prototype"] == first["gate_zero/prototype"]            # retrained: seeded, identical
+    # a third run retrains reused gated models that lack openness and checks they reproduce their scores
+    stripped = {**record, "openness": {m: v for m, v in record["openness"].items() if m != "gated_p"}}
+    out3, out4 = tmp_path / "stripped.json", tmp_path / "mvt4.json"
+    out3.write_text(json.dumps(stripped))
+    assert driver.main(["--seeds", "0", "1", "--steps", "2", "--lr-grid", "1e-3", "--val-episodes", "2",
+                        "--test-episodes", "3", "--hidden", "8", "--world-seeds", "0", "--world-steps", "1",
+                        "--world-val-episodes", "2", "--world-test-episodes", "2", "--methods", "--add-openness",
+                        "--reuse", str(out3), "--out", str(out4)]) == 0
+    third = json.loads(out4.read_text())
+    assert third["openness"]["gated_p"] == record["openness"]["gated_p"]             # same models, same gates
+    assert third["openness_reproduced"] == {"gated_p": {"0": 0.0, "1": 0.0}}        # only the missing ones retrained
+    assert third["openness"]["gated"] == record["openness"]["gated"]
+    with pytest.raises(SystemExit):
+        driver.main(["--add-openness", "--dry-run"])                                # needs --reuse
     with pytest.raises(ValueError, match="reuse needs identical settings"):
         driver.main(["--seeds", "0", "--steps", "3", "--hidden", "8", "--val-episodes", "2", "--test-episodes", "3",
                      "--lr-grid", "1e-3", "--methods", "gate_zero", "--reuse", str(out), "--dry-run"])
@@ -498,6 +537,18 @@ def test_world_training_opens_the_query_matching_gate():
         mvt.WorldConfig(dim=2, rank=3)
 
 
+def test_world_rate_ties_go_to_the_middle_of_the_grid():
+    from tutor.experiments.mvt_world import _pick
+
+    def rows(accs):
+        return [(acc, lr, 0.5, None) for acc, lr in zip(accs, (1, 2, 3, 4, 5))]
+
+    assert _pick(rows([0.8, 0.8, 0.8, 0.8, 0.8]))[1] == 3           # flat: the middle, not an edge
+    assert _pick(rows([0.9, 0.9, 0.8, 0.7, 0.7]))[1] == 2           # tie with an inner rate: the inner one
+    assert _pick(rows([0.9, 0.8, 0.8, 0.8, 0.8]))[1] == 1           # strictly best at the edge: the edge
+    assert _pick([(0.5, None, 1.0, None)])[1] is None
+
+
 def test_world_driver_smoke(tmp_path):
     import json
 
@@ -514,3 +565,4 @@ def test_world_driver_smoke(tmp_path):
     setting = record["world"]["settings"]["shared/nuisance=2.5/shots=5"]
     assert set(setting["per_seed"]) == {"protonet", "naive", "rotated", "noise", "query_matching", "gated", "support"}
     assert set(setting["openness"]) == {"query_matching", "gated"}
+    assert set(setting["lr_flat"]) == {"query_matching", "gated"}

@@ -41,6 +41,20 @@ def test_a_failed_write_leaves_the_old_file_intact(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
 
 
+def test_an_atomic_write_gets_the_mode_a_plain_write_would(tmp_path):
+    old = os.umask(0o022)
+    try:
+        new = atomic_write_json(tmp_path / "new.json", {"a": 1})        # mkstemp alone would make it 0600
+        assert new.stat().st_mode & 0o777 == 0o644
+        kept = tmp_path / "kept.json"
+        kept.write_text("{}")
+        kept.chmod(0o640)
+        atomic_write_json(kept, {"b": 2})                               # replacing keeps the file's own mode
+        assert kept.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)
+
+
 def test_writing_a_listed_results_file_updates_its_checksum_line(tmp_path):
     (tmp_path / "a.json").write_text("{}")
     (tmp_path / "SHA256SUMS").write_text("0" * 64 + "  a.json\n" + "1" * 64 + "  b.json\n")

@@ -97,6 +97,9 @@ def atomic_write_bytes(path, data: bytes) -> Path:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
     try:
+        # mkstemp makes the file private (0600); give it the mode a plain open() would: the replaced file's, or
+        # 0666 less the umask for a new one (shipped results must stay readable by other users, e.g. on Binder)
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -107,6 +110,12 @@ def atomic_write_bytes(path, data: bytes) -> Path:
         raise
     _update_checksum(path)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_json(path, record, **dump_kwargs) -> Path:

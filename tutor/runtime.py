@@ -23,7 +23,7 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["get_device", "seed_everything", "configure_threads", "generator"]
+__all__ = ["get_device", "seed_everything", "configure_threads", "generator", "return_freed_memory"]
 
 
 def get_device(name: str | None = None) -> torch.device:
@@ -95,3 +95,25 @@ def configure_threads(threads: int | None = None) -> int:
         raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
     torch.set_num_threads(threads)
     return threads
+
+
+def return_freed_memory(threshold: int = 1 << 20) -> bool:
+    """Make freed large buffers go back to the operating system (glibc only; elsewhere a no-op).
+
+    glibc raises its mmap threshold after a large buffer is freed, so later large tensors come from
+    the heap and their memory stays with the process (a notebook's resident memory then only grows).
+    Fixing the threshold at ``threshold`` bytes (``mallopt(M_MMAP_THRESHOLD)``) keeps every larger
+    allocation in its own mapping, returned on free.  Returns whether the setting was applied."""
+    import ctypes
+    import ctypes.util
+    import platform
+
+    if not isinstance(threshold, int) or not 0 < threshold <= 32 << 20:
+        raise ValueError(f"threshold must be an int in (0, 32 MiB], got {threshold!r}")
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(-3, threshold))            # M_MMAP_THRESHOLD = -3
+    except (OSError, AttributeError):
+        return False

@@ -63,7 +63,13 @@ sample uses one donor deviation picked at random (donor class and sample uniform
 layer starts at zero (gates 0.5); donors are embedded in their own batch (batch norm statistics of
 the support/query batch are the same as ProtoNet's); the covariance heads are not trained, only used
 at test; virtual samples are deterministic given the episode seed; the face-recognition variant
-(class vectors trained on real plus virtual features) is described in the notebook, not implemented.
+(class vectors trained on real plus virtual features, the issue's optional class-vector objective) is
+described in the notebook, not implemented.
+
+An asymmetry in every comparison with ProtoNet: a transfer learner embeds D x M_d donor images per
+episode (4 x 5 on glyphs) that ProtoNet never sees in that episode.  They are base-class images, which
+ProtoNet's own training episodes also draw from, but no ProtoNet arm that may use them was run, so a
+transfer arm's gain over ProtoNet could come from those extra images rather than from transfer.
 """
 
 from __future__ import annotations
@@ -507,7 +513,9 @@ class NuisanceEpisodes:
     """Wrap an :class:`EpisodeSampler`: every image of an episode (support, query, donors) gets
     :func:`shared_nuisance` drawn from the episode's own seed, so a fixed episode looks the same to
     every method.  Has ``sample`` and ``batch`` like the sampler (works with ``meta_train`` and
-    ``fixed_episodes``)."""
+    ``fixed_episodes``).  The sampler's images may be ``uint8`` (0-255, as the glyph cache stores them,
+    a quarter of the memory): each episode is converted to float in [0, 1] (``x / 255``, the same values
+    as ``load_glyphs``'s float bank) before the nuisance."""
 
     def __init__(self, sampler: EpisodeSampler, strength: float = 1.0):
         if strength < 0:
@@ -517,7 +525,11 @@ class NuisanceEpisodes:
     def sample(self, gen=0) -> Episode:
         ep = self.sampler.sample(gen)
         g = torch.Generator().manual_seed(int(ep.seed))
-        warp = lambda x: shared_nuisance(x.flatten(0, -4), g, self.strength).view_as(x)  # noqa: E731
+
+        def warp(x):
+            x = x.float() / 255.0 if x.dtype == torch.uint8 else x
+            return shared_nuisance(x.flatten(0, -4), g, self.strength).view_as(x)
+
         return Episode(warp(ep.support_x), ep.support_y, warp(ep.query_x), ep.query_y, ep.classes,
                        None if ep.donor_x is None else warp(ep.donor_x), ep.params, ep.seed)
 
